@@ -7,7 +7,7 @@ status 2; library callers can catch it like any exception.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -44,13 +44,8 @@ class UserError(Exception):
         return f"{title}\n{body}" if title else body
 
 
-@dataclass
 class DataError(UserError):
-    """A problem in a data file; `where` is always "path:line"."""
-
-    path: str = ""
-    line: int | None = None
-    problems: list[Problem] = field(default_factory=list)
+    """A problem in a data file; `where` is always "path:line" (or the path for a whole file)."""
 
     def __init__(self, path: str, line: int | None, what: str, fix: str | None = None):
         self.path, self.line = str(path), line

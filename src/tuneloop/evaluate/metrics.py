@@ -1,0 +1,222 @@
+"""Metrics: pure functions from predictions and references to scores.
+
+Per-item functions (`exact_match`, `json_validity`, `json_exact`) return one float per example,
+0.0 or 1.0, because comparing two runs needs the paired scores, not just their means:
+
+    >>> exact_match(["Refund_Request.", "bug_report"], ["refund_request", "feature_request"])
+    [1.0, 0.0]
+    >>> mean([1.0, 0.0])
+    0.5
+
+`label_scores` summarises a classification task (accuracy, per-label recall, macro-F1).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from tuneloop.data.records import normalize_text
+
+_QUOTES = ('"', "'", "`")
+# An optional Markdown code fence around a JSON answer: ```json\n{...}\n``` or ```{...}```.
+_FENCE = re.compile(r"^```[ \t]*(?:json)?[ \t]*\n?(.*?)\n?[ \t]*```$", re.DOTALL | re.IGNORECASE)
+
+
+def normalize_answer(text: str) -> str:
+    """The form two short answers are compared in: casefolded, one space, no quotes or final dot.
+
+    >>> normalize_answer('  "Reset_Password." ')
+    'reset_password'
+    >>> normalize_answer("`Shipping   Status`")
+    'shipping status'
+    >>> normalize_answer("v1.2")
+    'v1.2'
+    """
+    text = normalize_text(text).casefold()
+    while True:
+        before = text
+        text = text.strip()
+        if text.endswith("."):
+            text = text[:-1]
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in _QUOTES:
+            text = text[1:-1]
+        if text == before:
+            return text
+
+
+def _check_lengths(preds: Sequence, refs: Sequence) -> None:
+    if len(preds) != len(refs):
+        raise ValueError(
+            f"got {len(preds)} predictions but {len(refs)} references; "
+            "pass one prediction per reference, in the same order"
+        )
+
+
+def exact_match(preds: Sequence[str], refs: Sequence[str]) -> list[float]:
+    """1.0 where the prediction equals the reference after `normalize_answer`, else 0.0.
+
+    >>> exact_match(["Bug_report", "refund"], ["bug_report", "refund_request"])
+    [1.0, 0.0]
+    """
+    _check_lengths(preds, refs)
+    return [
+        float(normalize_answer(p) == normalize_answer(r)) for p, r in zip(preds, refs, strict=True)
+    ]
+
+
+def label_scores(
+    preds: Sequence[str], refs: Sequence[str], labels: Iterable[str] | None = None
+) -> dict:
+    """Classification scores over normalised labels.
+
+    The label set is the distinct references plus `labels`, if given. A prediction outside it
+    (a typo, a sentence, an empty answer) counts as wrong for its item and is counted in
+    `out_of_set`. Per-label scores and macro-F1 are over the labels that occur in the
+    references, so a stray prediction cannot add a class of its own; a label that is never
+    predicted has precision 0 and F1 0.
+
+        >>> s = label_scores(["a", "a", "b", "zzz"], ["a", "b", "b", "a"])
+        >>> s["accuracy"], round(s["macro_f1"], 4), s["out_of_set"]
+        (0.5, 0.5833, 1)
+        >>> s["per_label"]["a"]
+        {'n': 2, 'correct': 1, 'accuracy': 0.5, 'precision': 0.5, 'f1': 0.5}
+
+    "a" was predicted twice and right once (precision 1/2, recall 1/2, F1 1/2); "b" was
+    predicted once and right (precision 1, recall 1/2, F1 2/3); macro-F1 = (1/2 + 2/3) / 2.
+    `accuracy` under a label is its recall: the share of its references answered correctly.
+    """
+    _check_lengths(preds, refs)
+    if not refs:
+        raise ValueError("label_scores needs at least one reference; the evaluation set is empty")
+    p_norm = [normalize_answer(p) for p in preds]
+    r_norm = [normalize_answer(r) for r in refs]
+    allowed = set(r_norm) | {normalize_answer(x) for x in labels or ()}
+
+    support = Counter(r_norm)
+    predicted = Counter(p_norm)
+    correct = Counter(r for p, r in zip(p_norm, r_norm, strict=True) if p == r)
+
+    per_label: dict[str, dict] = {}
+    for label in sorted(support):
+        tp, n, n_pred = correct[label], support[label], predicted[label]
+        recall = tp / n
+        precision = tp / n_pred if n_pred else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_label[label] = {
+            "n": n,
+            "correct": tp,
+            "accuracy": recall,
+            "precision": precision,
+            "f1": f1,
+        }
+    return {
+        "n": len(refs),
+        "accuracy": sum(correct.values()) / len(refs),
+        "macro_f1": sum(s["f1"] for s in per_label.values()) / len(per_label),
+        "out_of_set": sum(1 for p in p_norm if p not in allowed),
+        "per_label": per_label,
+    }
+
+
+def _strip_fence(text: str) -> str:
+    text = text.strip()
+    m = _FENCE.match(text)
+    return m.group(1).strip() if m else text
+
+
+def _reject_constant(name: str):
+    # json.loads accepts NaN and Infinity, which are not JSON; a model that writes them has
+    # not produced valid JSON.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_json(text: str):
+    """The parsed value, or raise ValueError (json.JSONDecodeError is a ValueError)."""
+    return json.loads(_strip_fence(text), parse_constant=_reject_constant)
+
+
+def _parse_container(text: str) -> dict | list | None:
+    try:
+        value = _parse_json(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict | list) else None
+
+
+def looks_like_json(text: str) -> bool:
+    """True if `text` is a JSON object or array (optionally in a ```json fence).
+
+    Decide a task's metric by checking every reference:
+    `all(looks_like_json(r) for r in refs)`.
+
+        >>> looks_like_json('{"intent": "refund_request"}'), looks_like_json("refund_request")
+        (True, False)
+        >>> looks_like_json("42")
+        False
+    """
+    return _parse_container(text) is not None
+
+
+def json_validity(preds: Sequence[str]) -> list[float]:
+    """1.0 where the prediction parses as a JSON object or array, else 0.0.
+
+    >>> json_validity(['{"a": 1}', '```json\\n[1, 2]\\n```', "{'a': 1}", '"text"'])
+    [1.0, 1.0, 0.0, 0.0]
+    """
+    return [float(_parse_container(p) is not None) for p in preds]
+
+
+def _json_equal(a, b) -> bool:
+    """Structural equality where true is not 1 (Python says True == 1) but 1 equals 1.0."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    return type(a) is type(b) and a == b
+
+
+def json_exact(preds: Sequence[str], refs: Sequence[str]) -> list[float]:
+    """1.0 where the prediction parses to the same JSON value as the reference, else 0.0.
+
+    Key order and spacing do not matter; types do (`true` is not `1`). A reference that does
+    not parse is an error in the data, not a wrong answer, and raises ValueError.
+
+        >>> json_exact(['{"b": 2, "a": 1}', '{"a": true}'], ['{"a": 1, "b": 2}', '{"a": 1}'])
+        [1.0, 0.0]
+    """
+    _check_lengths(preds, refs)
+    scores = []
+    for i, (p, r) in enumerate(zip(preds, refs, strict=True)):
+        try:
+            ref_value = _parse_json(r)
+        except ValueError as e:
+            raise ValueError(
+                f"reference {i} is not valid JSON ({e}): {r[:80]!r}; "
+                "score non-JSON references with exact_match"
+            ) from None
+        try:
+            pred_value = _parse_json(p)
+        except ValueError:
+            scores.append(0.0)
+            continue
+        scores.append(float(_json_equal(pred_value, ref_value)))
+    return scores
+
+
+def mean(xs: Iterable[float]) -> float:
+    """The arithmetic mean; an empty input is an error, not 0.
+
+    >>> mean([1.0, 0.0, 1.0, 1.0])
+    0.75
+    """
+    xs = list(xs)
+    if not xs:
+        raise ValueError("mean of no values; the evaluation set is empty")
+    return sum(xs) / len(xs)

@@ -1,0 +1,1 @@
+"""Models: load base models offline and attach adapters."""

@@ -1,0 +1,1 @@
+"""Training: one shared loop (`loop.py`), one readable path per objective (`sft.py`, ...)."""
