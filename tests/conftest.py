@@ -67,6 +67,7 @@ def build_tiny_model(vocab_size: int, seed: int = 0):
         num_key_value_heads=2,
         max_position_embeddings=512,
         tie_word_embeddings=True,
+        initializer_range=0.3,  # frozen embeddings large enough for LoRA to move the logits
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=2,

