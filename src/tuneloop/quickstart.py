@@ -18,7 +18,8 @@ from tuneloop.data.formats import read_examples
 from tuneloop.data.lint import format_findings, lint_examples
 from tuneloop.data.split import split_examples, write_split
 from tuneloop.errors import UserError
-from tuneloop.workspace import Run, write_text
+from tuneloop.files import write_text
+from tuneloop.workspace import Run
 
 # Tuned on this machine (2 CPU cores): see docs/quickstart.md for the measurements.
 QUICKSTART_TRAIN = {

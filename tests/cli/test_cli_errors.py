@@ -1,13 +1,17 @@
 """The command line on user mistakes: `error: file:line ...`, exit 2, no traceback, no run folder.
 
-Every test runs `tuneloop` in-process through typer's `CliRunner`; nothing here downloads or
-trains (each mistake is caught before the model is loaded or a run folder is made).
+The tests run `tuneloop` in-process through typer's `CliRunner`, and one runs the real command
+in a subprocess; nothing here downloads or trains (each mistake is caught before a run folder is
+made).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -257,3 +261,24 @@ def test_help_lists_the_verbs():
     assert {"init", "data", "train", "eval", "quickstart"} <= verbs(result.output)
     data_help = tuneloop("data", "--help")
     assert {"lint", "split", "convert"} <= verbs(data_help.output)
+
+
+def test_real_command_prints_the_error_on_stderr_without_traceback(tmp_path, tiny_model_dir):
+    """The real command in a subprocess: what a user sees on the terminal."""
+    name, text, line, _ = MALFORMED["broken-json"]
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    recipe = write_recipe(tmp_path, name, tiny_model_dir)
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuneloop.cli.main", "train", str(recipe), "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=120,
+    )
+
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: {tmp_path / name}:{line}: invalid JSON")
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert_no_run_folder(tmp_path)

@@ -31,8 +31,8 @@ def jsonl(path: Path, *records: dict) -> Path:
     [
         ("broken_json.jsonl", 2, "invalid JSON at column 49: Expecting ',' delimiter"),
         ("not_object.jsonl", 3, "expected a JSON object, got a list"),
-        ("empty.jsonl", None, "the file is empty"),
-        ("blank_lines.jsonl", None, "only blank lines"),
+        ("empty.jsonl", 1, "the file is empty"),
+        ("blank_lines.jsonl", 1, "only blank lines"),
         ("no_assistant.jsonl", 2, "no assistant turn"),
         ("last_turn_user.jsonl", 3, "the last turn is 'user', not 'assistant'"),
         ("system_not_first.jsonl", 1, "system message at turn 2"),

@@ -77,8 +77,8 @@ def init(
     force: bool = typer.Option(False, help="Overwrite an existing tuneloop.yaml."),
 ) -> None:
     """Write a starter recipe (tuneloop.yaml) with every section and its defaults."""
+    from tuneloop.files import write_text
     from tuneloop.recipe_template import STARTER_RECIPE
-    from tuneloop.workspace import write_text
 
     target = folder / "tuneloop.yaml"
     if target.exists() and not force:

@@ -31,18 +31,16 @@ at the first one.
 from __future__ import annotations
 
 import codecs
-import contextlib
 import csv as csvlib
 import io
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tuneloop.data.records import Example
 from tuneloop.errors import DataError, UserError
+from tuneloop.files import write_text
 
 FORMATS = ("messages", "alpaca", "sharegpt", "prompt_completion", "csv")
 WRITE_FORMATS = ("messages", "alpaca", "sharegpt", "prompt_completion")
@@ -122,9 +120,10 @@ def read_examples(
     else:
         examples = _read_json(path, text, format)
     if not examples:
+        # An empty file has no line to point at; line 1 is where the examples should start.
         raise DataError(
             path,
-            None,
+            1,
             "no examples: the file is empty"
             if not text
             else "no examples: the file holds only blank lines"
@@ -636,26 +635,7 @@ def write_examples(path: str | Path, examples: list[Example], format: str = "mes
         )
     to_record = _WRITERS[format]
     lines = [json.dumps(to_record(ex), ensure_ascii=False) + "\n" for ex in examples]
-    write_text_atomic(path, "".join(lines))
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write through a temporary file in the same folder and `os.replace`, so a reader sees
-    the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; data files are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_text(path, "".join(lines))
 
 
 def _with_meta(record: dict, ex: Example) -> dict:

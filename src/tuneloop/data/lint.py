@@ -88,9 +88,10 @@ def _too_few(train: list[Example], heldout: list[Example]) -> list[Finding]:
         return []
     bound = FEW_EXAMPLES if n < FEW_EXAMPLES else SOME_EXAMPLES
     advice = (
-        "fine-tuning rarely beats few-shot prompting with so few; run `tuneloop advise` first"
+        "fine-tuning rarely beats few-shot prompting with so few; "
+        "compare against the zero-shot baseline (`tuneloop eval RUN --rung zero-shot`)"
         if n < FEW_EXAMPLES
-        else "expect a modest gain at best; compare against the baseline ladder"
+        else "expect a modest gain at best; compare against the zero-shot baseline"
     )
     return [
         Finding(

@@ -7,7 +7,6 @@ and saved with the run.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from tuneloop.data.formats import CsvColumns, read_examples
 from tuneloop.data.records import Example
 from tuneloop.data.split import check_no_leakage, split_examples
 from tuneloop.data.templates import with_instruction
+from tuneloop.files import sha256_file
 
 
 @dataclass
@@ -52,19 +52,11 @@ def load_datasets(recipe: Recipe) -> Datasets:
     heldout = [with_instruction(ex, instruction) for ex in heldout]
     info = {
         "train_file": str(data.train),
-        "train_sha256": file_sha256(data.train),
+        "train_sha256": sha256_file(data.train),
         "heldout_file": str(data.heldout) if data.heldout else None,
-        "heldout_sha256": file_sha256(data.heldout) if data.heldout else None,
+        "heldout_sha256": sha256_file(data.heldout) if data.heldout else None,
         "n_train": len(train),
         "n_heldout": len(heldout),
         "split_made": split_made,
     }
     return Datasets(train, heldout, split_made, info)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

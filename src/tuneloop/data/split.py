@@ -18,16 +18,16 @@ both sides with a manifest of hashes, and `load_split` refuses files edited afte
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
 from collections import Counter
 from pathlib import Path
 
-from tuneloop.data.formats import read_examples, write_examples, write_text_atomic
+from tuneloop.data.formats import read_examples, write_examples
 from tuneloop.data.records import Example, content_hash, normalize_text, prompt_hash
 from tuneloop.errors import DataError, Problem, UserError
+from tuneloop.files import sha256_file, write_text
 
 MANIFEST_VERSION = 1
 SPLIT_FILES = ("train.jsonl", "heldout.jsonl")
@@ -219,7 +219,7 @@ def write_split(
     files = {}
     for name, side in zip(SPLIT_FILES, sides.values(), strict=True):
         write_examples(out / name, side, format="messages")
-        files[name] = {"sha256": _sha256(out / name)}
+        files[name] = {"sha256": sha256_file(out / name)}
     manifest = {
         "version": MANIFEST_VERSION,
         "seed": seed,
@@ -230,7 +230,7 @@ def write_split(
         "files": files,
         "content_hashes": {k: [content_hash(ex) for ex in v] for k, v in sides.items()},
     }
-    write_text_atomic(manifest_path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    write_text(manifest_path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest_path
 
 
@@ -288,7 +288,7 @@ def load_split(out_dir: str | Path) -> tuple[list[Example], list[Example], dict]
     for name in SPLIT_FILES:
         path = out / name
         recorded = manifest["files"].get(name, {}).get("sha256")
-        actual = _sha256(path) if path.is_file() else None
+        actual = sha256_file(path) if path.is_file() else None
         if actual != recorded:
             what = "is missing" if actual is None else "was changed after the split was made"
             problems.append(
@@ -309,11 +309,3 @@ def load_split(out_dir: str | Path) -> tuple[list[Example], list[Example], dict]
 def _label_counts(examples: list[Example]) -> dict[str, int]:
     counts = Counter(str(ex.label) for ex in examples if ex.label is not None)
     return dict(sorted(counts.items()))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

