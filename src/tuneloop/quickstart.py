@@ -17,6 +17,7 @@ from tuneloop.data.examples import SUPPORT_INSTRUCTION, write_support_intents
 from tuneloop.data.formats import read_examples
 from tuneloop.data.lint import format_findings, lint_examples
 from tuneloop.data.split import split_examples, write_split
+from tuneloop.data.templates import TruncationReport
 from tuneloop.errors import UserError
 from tuneloop.files import write_text
 from tuneloop.workspace import Run
@@ -94,6 +95,7 @@ def run_quickstart(
     say(f"4/6 train: LoRA r={recipe.train.lora.r} on {recipe.model.name}")
     run = train(recipe, progress=progress)
     info = run.info()
+    say(f"    truncation: {TruncationReport.from_dict(info['truncation']).summary()}")
     say(
         f"    {info['steps']} steps, {info['tokens']} tokens in {info['train_seconds']:.0f} s "
         f"({info['tokens_per_s']:.0f} tokens/s), final loss {info['final_loss']:.4f}"

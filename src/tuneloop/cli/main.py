@@ -191,7 +191,10 @@ def train(
     else:
         loaded = load_recipe(recipe or Path("tuneloop.yaml"), _parse_sets(set_))
     result = train_sft(loaded, resume=resume_run, progress=not quiet)
+    from tuneloop.data.templates import TruncationReport
+
     info = result.info()
+    typer.echo(f"truncation: {TruncationReport.from_dict(info['truncation']).summary()}")
     typer.echo(
         f"run {result.id}: {info['steps']} steps, final loss {info['final_loss']:.4f}, "
         f"{info['tokens_per_s']:.0f} tokens/s\nadapter: {result.adapter_dir}"

@@ -48,6 +48,10 @@ class TruncationReport:
     lost_target: int = 0  # would have had no supervised token left
     dropped_sources: list[str] = field(default_factory=list)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> TruncationReport:
+        return cls(**d)
+
     def summary(self) -> str:
         if self.truncated == 0 and self.dropped == 0:
             return f"all {self.total} examples fit in max_length={self.max_length}"
