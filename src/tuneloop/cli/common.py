@@ -1,0 +1,58 @@
+"""What every verb shares: user errors printed without a traceback, quiet libraries."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import typer
+
+from tuneloop.errors import UserError
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter (weight-loading bars, advisory warnings) out of the user's way."""
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", module="peft")
+    warnings.filterwarnings("ignore", module="transformers")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def user_errors(fn):
+    """Print a `UserError` as `error: ...` on stderr and exit 2: never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            typer.echo(f"error: {err.render()}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted; a run can continue with `tuneloop train --resume`", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def parse_sets(values: list[str]) -> dict:
+    """`--set train.lr=0.001` pairs, values parsed as YAML scalars."""
+    import yaml
+
+    out = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(
+                f"--set expects key=value, got {item!r}", "--set", "e.g. --set train.lr=0.001"
+            )
+        out[key.strip()] = yaml.safe_load(raw)
+    return out
