@@ -109,14 +109,27 @@ class EvalConfig(Section):
     max_items: int | None = Field(None, gt=0, description="Evaluate the first N held-out items.")
 
 
+class TrackConfig(Section):
+    tensorboard: bool = Field(False, description="Write TensorBoard event files into the run.")
+    mlflow: str | None = Field(
+        None,
+        description="MLflow tracking URI (a server such as http://127.0.0.1:5000, or "
+        "sqlite:///mlflow.db); unset means no MLflow.",
+    )
+
+
 class Recipe(Section):
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    parent: str | None = Field(
+        None, description="The run this one refines (e.g. trained on its edited data)."
+    )
     workspace: Path = Path(".tuneloop")
     model: ModelConfig = ModelConfig()
     data: DataConfig
     task: TaskConfig = TaskConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    track: TrackConfig = TrackConfig()
 
     @model_validator(mode="after")
     def _csv_needs_mapping(self) -> Recipe:
@@ -177,7 +190,7 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
             str(path),
             "start from `tuneloop init`",
         )
-    for section in ("model", "task", "train", "eval"):
+    for section in ("model", "task", "train", "eval", "track"):
         if section in raw and raw[section] is None:  # `train:` with nothing under it: defaults
             raw[section] = {}
     for dotted, value in (overrides or {}).items():

@@ -62,9 +62,13 @@ class Run:
         return json.loads(self.info_path.read_text()) if self.info_path.exists() else {}
 
     def update(self, **fields) -> dict:
+        """Update run.json and mirror the lineage-relevant fields into the registry."""
+        from tuneloop.registry import record
+
         info = self.info()
         info.update(fields)
         write_json(self.info_path, info)
+        record.run_updated(self.path, self.id, fields)
         return info
 
 
@@ -72,8 +76,16 @@ def runs_root(workspace: Path) -> Path:
     return Path(workspace) / "runs"
 
 
-def new_run(workspace: Path, name: str, recipe_yaml: str) -> Run:
-    """Create `runs/<timestamp>-<name>` (made unique) holding the resolved recipe."""
+def new_run(workspace: Path, name: str, recipe_yaml: str, parent: str | None = None) -> Run:
+    """Create `runs/<timestamp>-<name>` (made unique) holding the resolved recipe, and
+    register it (with its parent run, when it refines an earlier one)."""
+    import yaml
+
+    from tuneloop.registry import record
+
+    recipe = yaml.safe_load(recipe_yaml) or {}
+    parent = parent or recipe.get("parent")
+
     root = runs_root(workspace)
     root.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -86,12 +98,14 @@ def new_run(workspace: Path, name: str, recipe_yaml: str) -> Run:
             continue
     run = Run(path)
     write_text(run.recipe_path, recipe_yaml)
+    record.run_created(path, run.id, name, recipe, parent)
     write_json(
         run.info_path,
         {
             "id": run.id,
             "name": name,
             "status": "created",
+            "parent": parent,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "hardware": hardware(),
         },

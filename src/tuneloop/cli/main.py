@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from tuneloop.cli import data, evaluate, train
+from tuneloop.cli import data, evaluate, refine, report, runs, train
 from tuneloop.cli.common import quiet_libraries, user_errors
 from tuneloop.errors import UserError
 
@@ -56,6 +56,9 @@ def quickstart(
 app.add_typer(data.app, name="data")
 app.add_typer(train.app)
 app.add_typer(evaluate.app)
+app.add_typer(runs.app, name="runs")
+app.add_typer(report.app)
+app.add_typer(refine.app)
 
 
 if __name__ == "__main__":  # pragma: no cover

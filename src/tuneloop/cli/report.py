@@ -1,0 +1,25 @@
+"""`tuneloop report RUN`: one self-contained HTML report of a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from tuneloop.cli.common import user_errors
+
+app = typer.Typer()
+
+
+@app.command()
+@user_errors
+def report(
+    run: str = typer.Argument(..., help="Run id or folder."),
+    workspace: Path = typer.Option(Path(".tuneloop")),
+) -> None:
+    """Write <run>/report.html: data audit, loss, rungs vs tuned, probes, gate, failures."""
+    from tuneloop.report.html import build_report
+    from tuneloop.workspace import find_run
+
+    path = build_report(find_run(run, workspace))
+    typer.echo(f"report: {path}")

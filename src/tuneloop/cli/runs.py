@@ -1,0 +1,124 @@
+"""`tuneloop runs list | show | diff`: the lineage kept in the workspace's registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from tuneloop.cli.common import user_errors
+from tuneloop.errors import UserError
+
+app = typer.Typer(help="Runs and their lineage: list, show, diff.", no_args_is_help=True)
+
+WORKSPACE = typer.Option(Path(".tuneloop"), help="Workspace folder holding registry.db.")
+
+
+def _registry(workspace: Path):
+    from tuneloop.registry import Registry
+
+    if not (workspace / "registry.db").exists():
+        raise UserError(
+            f"no registry in {workspace}",
+            "--workspace",
+            "train a run first, or pass --workspace pointing at the folder with registry.db",
+        )
+    return Registry(workspace)
+
+
+def _find(reg, ref: str) -> dict:
+    runs = reg.runs()
+    exact = [r for r in runs if r["id"] == ref]
+    matches = exact or [r for r in runs if ref in r["id"]]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UserError(
+            f"no run `{ref}` in the registry", fix="list runs with `tuneloop runs list`"
+        )
+    raise UserError(
+        f"run `{ref}` is ambiguous: {', '.join(r['id'] for r in matches)}",
+        fix="give more of the run id",
+    )
+
+
+def _headline(metrics: dict) -> str:
+    keys = ("exact_match", "accuracy", "macro_f1", "json_valid", "refusal_rate", "score")
+    shown = [f"{k}={metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), int | float)]
+    return " ".join(shown) or "-"
+
+
+@app.command("list")
+@user_errors
+def list_(workspace: Path = WORKSPACE) -> None:
+    """Every run with its status, parent, model and latest held-out score."""
+    from tuneloop.registry.queries import latest_metrics
+
+    with _registry(workspace) as reg:
+        rows = [("run", "status", "parent", "model", "tuned held-out")]
+        for r in reg.runs():
+            tuned = latest_metrics(reg, r["id"]).get("heldout/tuned", {})
+            rows.append((r["id"], r["status"], r["parent_id"] or "-", r["model_name"] or "-",
+                         _headline(tuned)))  # fmt: skip
+    widths = [max(len(str(row[i])) for row in rows) for i in range(5)]
+    for row in rows:
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@app.command()
+@user_errors
+def show(run: str = typer.Argument(..., help="Run id (or a unique part of it)."),
+         workspace: Path = WORKSPACE) -> None:  # fmt: skip
+    """A run's lineage: datasets, recipe, training summary, evaluations, gates, exports."""
+    with _registry(workspace) as reg:
+        r = _find(reg, run)
+        typer.echo(f"run       {r['id']}  ({r['status']})")
+        typer.echo(f"folder    {r['path']}")
+        typer.echo(f"parent    {r['parent_id'] or '-'}")
+        typer.echo(f"model     {r['model_name']}  weights {r['weights_sha256']}")
+        for side in ("train", "heldout"):
+            ds = reg.dataset(r[f"{side}_dataset_id"]) if r[f"{side}_dataset_id"] else None
+            text = (
+                f"{ds['path']}  {ds['n_examples']} examples  sha256 {ds['sha256'][:16]}"
+                if ds
+                else "-"
+            )
+            typer.echo(f"{side:<9} {text}")
+        summary = r["summary"] or {}
+        if summary:
+            keys = ("steps", "final_loss", "tokens_per_s", "train_seconds", "precision")
+            typer.echo("training  " + "  ".join(f"{k}={summary[k]}" for k in keys if k in summary))
+        for ev in reg.evals(r["id"]):
+            typer.echo(f"eval      {ev['suite']}/{ev['rung']}: {_headline(ev['metrics'])}")
+        for g in reg.gates(r["id"]):
+            verdict = "PASS" if g["passed"] else "FAIL"
+            typer.echo(f"gate      {verdict} ({g['created']})")
+            reasons = g["reasons"] if isinstance(g["reasons"], list) else [g["reasons"]]
+            for reason in reasons:
+                typer.echo(f"          - {reason}")
+        for ex in reg.exports(r["id"]):
+            typer.echo(f"export    {ex['kind']}: {ex['path']}")
+
+
+@app.command()
+@user_errors
+def diff(a: str = typer.Argument(..., help="Earlier run."),
+         b: str = typer.Argument(..., help="Later run."),
+         workspace: Path = WORKSPACE) -> None:  # fmt: skip
+    """Recipe, metric and dataset differences between two runs."""
+    from tuneloop.registry.queries import run_diff
+
+    with _registry(workspace) as reg:
+        ra, rb = _find(reg, a), _find(reg, b)
+        d = run_diff(reg, ra["id"], rb["id"])
+    typer.echo(f"{ra['id']} -> {rb['id']}")
+    typer.echo("recipe:" if d["recipe"] else "recipe: identical")
+    for field, va, vb in d["recipe"]:
+        typer.echo(f"  {field}: {va!r} -> {vb!r}")
+    if d["data"] is None:
+        typer.echo("data: not recorded for both runs")
+    else:
+        typer.echo("data: " + ", ".join(f"{v} {k}" for k, v in d["data"].items()))
+    typer.echo("metrics:" if d["metrics"] else "metrics: none in common")
+    for name, va, vb in d["metrics"]:
+        typer.echo(f"  {name}: {va:.4f} -> {vb:.4f} ({vb - va:+.4f})")

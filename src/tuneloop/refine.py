@@ -1,0 +1,160 @@
+"""Refine: turn what failed into the next dataset, and what metrics cannot judge into ratings.
+
+- `export_failures`: the held-out items the tuned model got wrong, each with its nearest training
+  examples (BM25), for a person to fix labels, add examples or drop bad ones.
+- `export_review` / `import_ratings`: blind side-by-side pairs (tuned vs a baseline rung, order
+  shuffled, identities hidden) for people to rate; the key that unblinds them stays in the run.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from pathlib import Path
+
+from tuneloop.errors import DataError, UserError
+from tuneloop.files import write_json, write_text
+from tuneloop.workspace import Run
+
+MAIN_METRICS = ("exact_match", "json_exact", "score")
+
+
+def _items(run: Run, rung: str) -> list[dict]:
+    path = run.eval_dir / f"{rung}.jsonl"
+    if not path.exists():
+        raise UserError(
+            f"run {run.id} has no evaluation of rung `{rung}`",
+            str(path),
+            f"evaluate it first: tuneloop eval {run.id} --rung {rung}",
+        )
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _failed(item: dict) -> bool:
+    scores = item.get("scores", {})
+    metric = next((m for m in MAIN_METRICS if m in scores), None)
+    return metric is not None and not scores[metric]
+
+
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def _train_examples(run: Run):
+    from tuneloop.config import load_recipe
+    from tuneloop.data.formats import read_examples
+    from tuneloop.data.prepare import read_data_file
+
+    saved = run.path / "data" / "train.jsonl"
+    if saved.exists():
+        return read_examples(saved, format="messages")
+    recipe = load_recipe(run.recipe_path)
+    return read_data_file(recipe, recipe.data.train)
+
+
+def export_failures(run: Run, out: Path, k: int = 3) -> int:
+    """Write the tuned model's failed held-out items with their k nearest training examples."""
+    from rank_bm25 import BM25Okapi
+
+    failed = [item for item in _items(run, "tuned") if _failed(item)]
+    train = _train_examples(run)
+    corpus = [_tokens(ex.prompt_messages[-1]["content"]) for ex in train]
+    bm25 = BM25Okapi(corpus) if train else None
+    lines = []
+    for item in failed:
+        nearest = []
+        if bm25 is not None:
+            scores = bm25.get_scores(_tokens(item["prompt"]))
+            best = sorted(range(len(train)), key=lambda i: -scores[i])[:k]
+            nearest = [
+                {"source": train[i].source, "prompt": train[i].prompt_messages[-1]["content"],
+                 "answer": train[i].reference, "bm25": round(float(scores[i]), 3)}
+                for i in best
+            ]  # fmt: skip
+        record = {key: item.get(key) for key in ("source", "prompt", "reference", "prediction")}
+        record.update(meta=item.get("meta", {}), nearest_train=nearest, run=run.id)
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    write_text(out, "".join(lines))
+    return len(failed)
+
+
+def export_review(run: Run, out: Path, against: str = "zero-shot", seed: int = 0) -> int:
+    """Blind pairs: each held-out prompt with two answers, A and B, in shuffled order.
+
+    The file for raters holds no model names; the key (pair id -> which side is tuned) is kept in
+    `<run>/review/key.json`. Items where both answers are identical are left out.
+    """
+    tuned = {i["source"]: i for i in _items(run, "tuned")}
+    other = {i["source"]: i for i in _items(run, against)}
+    rng = random.Random(seed)
+    pairs, key = [], {}
+    for n, source in enumerate(sorted(tuned.keys() & other.keys())):
+        t, o = tuned[source]["prediction"], other[source]["prediction"]
+        if t.strip() == o.strip():
+            continue
+        pair_id = f"p{n:05d}"
+        tuned_is_a = rng.random() < 0.5
+        a, b = (t, o) if tuned_is_a else (o, t)
+        pairs.append({"id": pair_id, "prompt": tuned[source]["prompt"], "a": a, "b": b})
+        key[pair_id] = {"a": "tuned" if tuned_is_a else against,
+                        "b": against if tuned_is_a else "tuned", "source": source}  # fmt: skip
+    write_json(run.path / "review" / "key.json",
+               {"against": against, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "pairs": key})  # fmt: skip
+    rows = [json.dumps(p, ensure_ascii=False) + "\n" for p in pairs]
+    write_text(out, "".join(rows))
+    return len(pairs)
+
+
+def import_ratings(run: Run, ratings: Path) -> dict:
+    """Read `{"id": ..., "winner": "a" | "b" | "tie"}` lines, unblind them, and summarise.
+
+    The summary (tuned wins, losses, ties, win rate among decided pairs, and a two-sided exact
+    sign test) is saved to `<run>/review/ratings.json` for `compare` and the report.
+    """
+    from scipy.stats import binomtest
+
+    key_path = run.path / "review" / "key.json"
+    if not key_path.exists():
+        raise UserError(
+            f"run {run.id} has no review key", str(key_path),
+            f"export pairs first: tuneloop review export {run.id} --out pairs.jsonl",
+        )  # fmt: skip
+    key = json.loads(key_path.read_text())
+    wins = losses = ties = 0
+    for line_no, line in enumerate(Path(ratings).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rating = json.loads(line)
+            pair, winner = key["pairs"][rating["id"]], rating["winner"]
+        except json.JSONDecodeError as exc:
+            msg = f"invalid JSON: {exc.msg}"
+            raise DataError(ratings, line_no, msg, "write one JSON object a line") from None
+        except (KeyError, TypeError):
+            raise DataError(
+                ratings, line_no, "needs an `id` from the exported pairs and a `winner`",
+                'write {"id": "p00001", "winner": "a"} (winner: a, b or tie)',
+            ) from None  # fmt: skip
+        if winner not in ("a", "b", "tie"):
+            raise DataError(ratings, line_no, f"winner {winner!r} is not a, b or tie",
+                            "use a, b or tie")  # fmt: skip
+        if winner == "tie":
+            ties += 1
+        elif pair[winner] == "tuned":
+            wins += 1
+        else:
+            losses += 1
+    decided = wins + losses
+    summary = {
+        "against": key["against"],
+        "tuned_wins": wins,
+        "tuned_losses": losses,
+        "ties": ties,
+        "win_rate": wins / decided if decided else None,
+        "sign_test_p": binomtest(wins, decided).pvalue if decided else None,
+    }
+    write_json(run.path / "review" / "ratings.json", summary)
+    return summary

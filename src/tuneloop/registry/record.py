@@ -1,0 +1,77 @@
+"""What the steps of the loop tell the registry. Each function opens the workspace's registry,
+writes one thing, and closes it, so any process can call it at any time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tuneloop.data.records import Example, content_hash, prompt_hash
+from tuneloop.registry.store import Registry
+
+
+def workspace_of(run_path: Path) -> Path:
+    """`<workspace>/runs/<id>` -> `<workspace>`."""
+    return Path(run_path).parent.parent
+
+
+def run_created(run_path: Path, run_id: str, name: str, recipe: dict, parent: str | None) -> None:
+    with Registry(workspace_of(run_path)) as reg:
+        reg.add_run(run_id, name, str(run_path), recipe, parent=parent)
+
+
+def run_updated(run_path: Path, run_id: str, fields: dict) -> None:
+    """Mirror the lineage-relevant parts of a `run.json` update into the registry."""
+    columns: dict = {}
+    if "status" in fields:
+        columns["status"] = fields["status"]
+    if "model" in fields:
+        columns["model_name"] = fields["model"].get("name")
+        columns["weights_sha256"] = fields["model"].get("weights_sha256_16")
+    if "hardware" in fields:
+        columns["hardware"] = fields["hardware"]
+    summary_keys = ("steps", "tokens", "supervised_tokens", "train_seconds", "tokens_per_s",
+                    "final_loss", "precision", "device", "total_steps", "truncation")  # fmt: skip
+    summary = {k: fields[k] for k in summary_keys if k in fields}
+    if not columns and not summary:
+        return
+    with Registry(workspace_of(run_path)) as reg:
+        if summary:
+            current = (reg.run(run_id) or {}).get("summary") or {}
+            columns["summary"] = {**current, **summary}
+        reg.update_run(run_id, **columns)
+
+
+def dataset_hashes(examples: list[Example]) -> list[list[str]]:
+    """[prompt hash, content hash] per example: enough to tell added, removed and edited."""
+    return [[prompt_hash(ex), content_hash(ex)] for ex in examples]
+
+
+def datasets_used(run_path: Path, run_id: str, train: list[Example], heldout: list[Example],
+                  info: dict, lint: dict | None = None) -> None:  # fmt: skip
+    with Registry(workspace_of(run_path)) as reg:
+        train_id = reg.add_dataset(
+            info["train_sha256"], info["train_file"], dataset_hashes(train), lint
+        )
+        heldout_sha = info.get("heldout_sha256") or f"split-of:{info['train_sha256']}"
+        heldout_path = info.get("heldout_file") or f"{run_path}/data/heldout.jsonl"
+        heldout_id = reg.add_dataset(heldout_sha, heldout_path, dataset_hashes(heldout))
+        reg.update_run(run_id, train_dataset_id=train_id, heldout_dataset_id=heldout_id)
+
+
+def evaluation(run_path: Path, run_id: str, rung: str, suite: str, metrics: dict,
+               items_path: Path | None = None) -> None:  # fmt: skip
+    from tuneloop.files import sha256_file
+
+    sha = sha256_file(items_path) if items_path and Path(items_path).exists() else None
+    with Registry(workspace_of(run_path)) as reg:
+        reg.add_eval(run_id, rung, suite, metrics, str(items_path) if items_path else None, sha)
+
+
+def gate(run_path: Path, run_id: str, passed: bool, reasons: list | dict) -> None:
+    with Registry(workspace_of(run_path)) as reg:
+        reg.add_gate(run_id, passed, reasons)
+
+
+def export(run_path: Path, run_id: str, kind: str, path: Path, details: dict | None = None) -> None:
+    with Registry(workspace_of(run_path)) as reg:
+        reg.add_export(run_id, kind, str(path), details)
