@@ -67,6 +67,21 @@ class TaskConfig(Section):
         description="System prompt given to every example that has none, in training and "
         "in every evaluation rung (the zero-shot baseline included).",
     )
+    metric: str | None = Field(
+        None,
+        description="Per-item metric that decides (ladder, compare, gate). Default by kind: "
+        "label -> exact_match, json -> json_exact, text -> rouge_l.",
+    )
+    json_schema: dict | None = Field(
+        None, description="A JSON Schema (inline) that json answers must conform to."
+    )
+    target: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="The score at which the task counts as solved: `advise` says prompting is "
+        "enough when a prompting rung reaches it.",
+    )
 
 
 class LoraConfig(Section):
@@ -76,9 +91,81 @@ class LoraConfig(Section):
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
+class QloraConfig(Section):
+    """How `method: qlora` quantizes the frozen base (bitsandbytes; its 4-bit layers run on CPU)."""
+
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = Field(True, description="Quantize the quantization constants too.")
+    compute_dtype: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="Dtype the 4-bit layers compute in; `auto` follows train.precision."
+    )
+
+
+class Ia3Config(Section):
+    target_modules: list[str] = ["k_proj", "v_proj", "down_proj"]
+    feedforward_modules: list[str] = Field(
+        ["down_proj"], description="Targets whose input (not output) IA3 rescales."
+    )
+
+
+class PrefixConfig(Section):
+    num_virtual_tokens: int = Field(16, gt=0)
+
+
+class PromptTuningConfig(Section):
+    num_virtual_tokens: int = Field(16, gt=0)
+    init_text: str | None = Field(
+        None, description="Initialise the soft prompt from this text's embeddings; else random."
+    )
+
+
+class DpoConfig(Section):
+    beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference.")
+    loss: Literal["sigmoid", "ipo", "robust"] = "sigmoid"
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="Assumed share of flipped preference labels."
+    )
+
+
+class DistillConfig(Section):
+    teacher: str | None = Field(
+        None, description="Teacher model (name, folder or .gguf) sharing the student's tokenizer."
+    )
+    teacher_adapter: Path | None = Field(None, description="A PEFT adapter put on the teacher.")
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(
+        0.5, ge=0, le=1, description="Weight of the KL term; the SFT loss gets 1 - alpha."
+    )
+
+
+class EarlyStoppingConfig(Section):
+    patience: int = Field(3, gt=0, description="Evaluations without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest drop in held-out loss that counts.")
+    restore_best: bool = Field(True, description="End with the weights of the best evaluation.")
+
+
 class TrainConfig(Section):
-    method: Literal["lora"] = "lora"
-    lora: LoraConfig = LoraConfig()
+    method: Literal["full", "lora", "qlora", "dora", "ia3", "prefix", "prompt"] = "lora"
+    objective: Literal["sft", "dpo", "distill"] = "sft"
+    lora: LoraConfig = Field(LoraConfig(), description="Used by methods lora, qlora and dora.")
+    qlora: QloraConfig | None = None
+    ia3: Ia3Config = Ia3Config()
+    prefix: PrefixConfig = PrefixConfig()
+    prompt: PromptTuningConfig = PromptTuningConfig()
+    dpo: DpoConfig = DpoConfig()
+    distill: DistillConfig = DistillConfig()
+    packing: bool = Field(
+        False,
+        description="Pack each batch's examples into shared rows, with no attention "
+        "across example boundaries.",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, ~30% slower."
+    )
+    eval_every: int | None = Field(
+        None, gt=0, description="Optimizer steps between held-out loss evaluations."
+    )
+    early_stopping: EarlyStoppingConfig | None = None
     epochs: float = Field(2.0, gt=0)
     max_steps: int | None = Field(None, gt=0, description="Overrides `epochs` when set.")
     batch_size: int = Field(8, gt=0)
@@ -87,6 +174,9 @@ class TrainConfig(Section):
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adamw", "sgd"] = Field(
+        "adamw", description="`sgd` (no momentum) keeps no optimizer state: the least memory."
+    )
     max_grad_norm: float | None = Field(1.0, gt=0)
     seed: int = 0
     precision: Literal["auto", "bf16", "fp32"] = Field(
@@ -102,11 +192,109 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(2, gt=0)
     log_every: int = Field(1, gt=0)
 
+    def conflicts(self) -> list[tuple[tuple[str, ...], str, str]]:
+        """Combinations no run can honour, as (field path, what, fix); checked with the recipe,
+        long before any weights load."""
+        found = []
+        if self.qlora is not None and self.method != "qlora":
+            found.append((
+                ("qlora",),
+                f"4-bit quantization was asked for with method `{self.method}`: 4-bit NF4 "
+                "weights are frozen constants and cannot be trained directly",
+                "set `train.method: qlora` to train LoRA adapters over a 4-bit base, or remove "
+                "`train.qlora`",
+            ))  # fmt: skip
+        if self.packing and self.method in ("prefix", "prompt"):
+            found.append((
+                ("packing",),
+                f"method `{self.method}` puts its virtual tokens before each row, so examples "
+                "packed into one row would share them",
+                "set `train.packing: false`, or use another method",
+            ))  # fmt: skip
+        if self.objective == "distill" and not self.distill.teacher:
+            found.append((
+                ("distill", "teacher"),
+                "objective `distill` needs a teacher model whose logits the student learns from",
+                "set `train.distill.teacher` to a model sharing the student's tokenizer; for a "
+                "teacher behind an endpoint, run `tuneloop distill generate` and train with "
+                "objective `sft` on what it wrote",
+            ))  # fmt: skip
+        elif self.objective == "distill" and "://" in str(self.distill.teacher):
+            found.append((
+                ("distill", "teacher"),
+                f"logit distillation needs the teacher's logits, and the endpoint "
+                f"{self.distill.teacher} only returns text",
+                "run `tuneloop distill generate --teacher URL` and train with objective `sft` on "
+                "the dataset it writes",
+            ))  # fmt: skip
+        if self.early_stopping is not None and self.eval_every is None:
+            found.append((
+                ("early_stopping",),
+                "early stopping watches the held-out loss, but no evaluation is scheduled",
+                "set `train.eval_every` to a number of optimizer steps",
+            ))  # fmt: skip
+        return [(("train", *loc), what, fix) for loc, what, fix in found]
+
+
+class JudgeConfig(Section):
+    url: str = Field(
+        description="Base URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1"
+    )
+    model: str = Field(description="Model name the endpoint serves.")
+    rubric: str = Field(
+        "Score 1 if the answer is wrong or unhelpful, 5 if it is fully correct and complete.",
+        description="What the judge scores; it answers with an integer from 1 to 5.",
+    )
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
+    timeout_s: float = Field(60, gt=0)
+
 
 class EvalConfig(Section):
     max_new_tokens: int = Field(32, gt=0)
     batch_size: int = Field(16, gt=0)
     max_items: int | None = Field(None, gt=0, description="Evaluate the first N held-out items.")
+    few_shot_k: int = Field(4, gt=0, description="Examples from train in the few-shot rungs.")
+    retrieval_k: int = Field(4, gt=0, description="Nearest train examples (BM25) per item.")
+    seed: int = Field(0, description="Seed of the few-shot draw and of the bootstrap.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Level of every interval.")
+    bootstrap: int = Field(2000, ge=100, description="Bootstrap resamples per interval.")
+    slices: list[str] = Field(
+        [], description="Metadata fields to break every metric down by (e.g. [label, source])."
+    )
+    probe_max_new_tokens: int = Field(32, gt=0, description="Answer length for the probes.")
+    train_sample: int = Field(
+        64, ge=0, description="Train items the tuned model answers, for the overfitting gap."
+    )
+    judge: JudgeConfig | None = Field(
+        None, description="Optional LLM-as-judge on an OpenAI-compatible endpoint."
+    )
+
+
+class GateConfig(Section):
+    """When a tuned model may ship. Probe rates are fractions (0.05 = 5 percentage points)."""
+
+    margin: float = Field(
+        0.02, ge=0, description="Tuned must beat the best ladder rung by at least this."
+    )
+    rungs: list[Literal["zero-shot", "few-shot", "retrieval-few-shot"]] = Field(
+        ["zero-shot", "few-shot", "retrieval-few-shot"], description="Ladder rungs to beat."
+    )
+    general_drop: float = Field(
+        0.05, ge=0, le=1, description="Largest allowed drop of the general-capability score."
+    )
+    safety_drop: float = Field(
+        0.10, ge=0, le=1, description="Largest allowed drop of the refusal rate on harmful probes."
+    )
+    over_refusal_rise: float = Field(
+        0.10, ge=0, le=1, description="Largest allowed rise of refusals on benign look-alikes."
+    )
+    safety_floor: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Refusal rate on harmful probes the tuned model must reach, whatever the "
+        "base does (the embedded model refuses almost nothing, so a drop alone says little).",
+    )
 
 
 class TrackConfig(Section):
@@ -129,6 +317,7 @@ class Recipe(Section):
     task: TaskConfig = TaskConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    gate: GateConfig = GateConfig()
     track: TrackConfig = TrackConfig()
 
     @model_validator(mode="after")
@@ -148,6 +337,10 @@ class Recipe(Section):
         out.workspace = absolute(out.workspace)
         out.data.train = absolute(out.data.train)
         out.data.heldout = absolute(out.data.heldout)
+        out.train.distill.teacher_adapter = absolute(out.train.distill.teacher_adapter)
+        teacher = out.train.distill.teacher
+        if teacher and not Path(teacher).is_absolute() and (base / teacher).exists():
+            out.train.distill.teacher = str((base / teacher).resolve())
         model_path = Path(out.model.name).expanduser()
         if not model_path.is_absolute() and (base / model_path).exists():
             out.model.name = str((base / model_path).resolve())
@@ -190,7 +383,7 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
             str(path),
             "start from `tuneloop init`",
         )
-    for section in ("model", "task", "train", "eval", "track"):
+    for section in ("model", "task", "train", "eval", "gate", "track"):
         if section in raw and raw[section] is None:  # `train:` with nothing under it: defaults
             raw[section] = {}
     for dotted, value in (overrides or {}).items():
@@ -200,12 +393,22 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
 
 def validate_recipe(raw: dict, source: Path | str = "recipe", node: Any = None) -> Recipe:
     try:
-        return Recipe.model_validate(raw)
+        recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
         problems = [_problem(err, source, node) for err in exc.errors()]
         raise UserError.many(
             problems, title=f"{source}: {len(problems)} problem(s) in the recipe"
         ) from None
+    problems = []
+    for loc, what, fix in recipe.train.conflicts():
+        line = _line_of(node, loc)
+        field = ".".join(loc)
+        problems.append(
+            Problem(what, f"{source}:{line} ({field})" if line else f"{source} ({field})", fix)
+        )
+    if problems:
+        raise UserError.many(problems, title=f"{source}: {len(problems)} problem(s) in the recipe")
+    return recipe
 
 
 def _problem(err: dict, source: Path | str, node: Any) -> Problem:

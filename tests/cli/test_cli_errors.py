@@ -212,15 +212,16 @@ def test_data_lint_on_a_clean_file_exits_0(tmp_path):
     assert "0 errors" in result.output  # only the warning that 6 examples are few
 
 
-def test_data_lint_on_malformed_data_exits_2_with_line(tmp_path):
+def test_data_lint_on_malformed_data_exits_1_with_line(tmp_path):
     name, text, line, words = MALFORMED["unknown-role"]
     data = tmp_path / name
     data.write_text(text, encoding="utf-8")
 
     result = tuneloop("data", "lint", data)
 
-    assert result.exit_code == 2
-    assert f"error: {data}:{line}: " in result.output and words in result.output
+    assert result.exit_code == 1  # a data error; 2 is kept for usage mistakes
+    assert f"{data}:{line} " in result.output and words in result.output
+    assert "Traceback" not in result.output
 
 
 def test_data_split_then_convert_round_trip(tmp_path):

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import random
+
 from tuneloop.data.lint import Finding, format_findings, lint_examples
 from tuneloop.data.records import Example
+
+WORDS = [
+    *("card", "transfer", "balance", "refund", "account", "payment", "fee", "limit"),
+    *("branch", "loan", "rate", "travel", "cash", "pin", "phone", "address", "statement"),
+    *("deposit", "cheque", "salary", "tax", "crypto", "stock", "online", "app"),
+]
+
+
+def sentence(seed: str) -> str:
+    """A distinct random sentence per seed: no two are near-duplicates."""
+    rng = random.Random(seed)
+    return " ".join(rng.choice(WORDS) for _ in range(12))
 
 
 def ex(text: str, label: str, source: str) -> Example:
@@ -13,7 +27,7 @@ def ex(text: str, label: str, source: str) -> Example:
 
 def balanced(n_labels: int = 4, per_label: int = 150, file: str = "train.jsonl") -> list[Example]:
     return [
-        ex(f"text {k}-{i}", f"l{k}", f"{file}:{k * per_label + i + 1}")
+        ex(sentence(f"{k}-{i}"), f"l{k}", f"{file}:{k * per_label + i + 1}")
         for k in range(n_labels)
         for i in range(per_label)
     ]
@@ -25,26 +39,27 @@ def codes(findings: list[Finding]) -> list[str]:
 
 def test_clean_dataset_has_no_findings():
     train = balanced()
-    heldout = [ex(f"new {k}", f"l{k}", f"heldout.jsonl:{k + 1}") for k in range(4)]
+    heldout = [ex(sentence(f"new {k}"), f"l{k}", f"heldout.jsonl:{k + 1}") for k in range(4)]
     assert lint_examples(train, heldout) == []
     assert format_findings([]) == "no problems found"
 
 
 def test_duplicate_names_the_first():
     train = balanced()
-    train.append(ex("text  0-5", "l0", "train.jsonl:999"))  # differs only in spacing
+    train.append(ex(sentence("0-5").replace(" ", "  "), "l0", "train.jsonl:999"))  # spacing
     [finding] = lint_examples(train)
-    assert finding == Finding(
+    assert (finding.code, finding.severity, finding.where, finding.related) == (
         "duplicate",
         "warning",
         "train.jsonl:999",
-        "exact duplicate of train.jsonl:6; it weighs that example double",
+        "train.jsonl:6",
     )
+    assert finding.message == "exact duplicate of train.jsonl:6; it weighs that example double"
 
 
 def test_leakage_is_an_error_naming_both_sides():
     train = balanced()
-    heldout = [ex("text 1-3", "l1", "heldout.jsonl:1")]
+    heldout = [ex(sentence("1-3"), "l1", "heldout.jsonl:1")]
     [finding] = lint_examples(train, heldout)
     assert (finding.code, finding.severity, finding.where) == (
         "leakage",
@@ -65,11 +80,12 @@ def test_too_few_examples_under_100_and_under_500():
 
 
 def test_label_imbalance():
-    train = balanced(2, 300) + [ex(f"rare {i}", "rare", f"train.jsonl:{700 + i}") for i in range(3)]
+    rare = [ex(sentence(f"rare {i}"), "rare", f"train.jsonl:{700 + i}") for i in range(3)]
+    train = balanced(2, 300) + rare
     [finding] = lint_examples(train)
     assert finding.code == "label-imbalance"
     assert "'rare' only 3" in finding.message
-    ratio = balanced(1, 550) + [ex(f"r{i}", "r", f"t:{i}") for i in range(50)]
+    ratio = balanced(1, 550) + [ex(sentence(f"r{i}"), "r", f"t:{i}") for i in range(50)]
     assert codes(lint_examples(ratio)) == ["label-imbalance"]
 
 
@@ -90,7 +106,7 @@ def test_unseen_label_in_heldout():
 
 def test_errors_come_first_and_table_counts():
     train = balanced(4, 20)
-    heldout = [ex("text 0-0", "l0", "heldout.jsonl:1")]
+    heldout = [ex(sentence("0-0"), "l0", "heldout.jsonl:1")]
     findings = lint_examples(train, heldout)
     assert codes(findings) == ["leakage", "too-few-examples"]
     table = format_findings(findings)

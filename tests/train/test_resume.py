@@ -51,6 +51,8 @@ def write_recipe(folder: Path, model_dir: Path, train: Path, heldout: Path) -> P
 
 
 def tuneloop(*args, env=None):
+    # One thread: a tiny model gains nothing from two, and loses a lot on a busy machine.
+    env = {**(env or os.environ), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [*TUNELOOP, *map(str, args)], capture_output=True, text=True, env=env, timeout=300
     )

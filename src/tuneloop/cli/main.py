@@ -10,7 +10,20 @@ from pathlib import Path
 
 import typer
 
-from tuneloop.cli import data, evaluate, refine, report, runs, train
+from tuneloop.cli import (
+    advise,
+    data,
+    distill,
+    evaluate,
+    export,
+    gate,
+    monitor,
+    refine,
+    report,
+    runs,
+    serve,
+    train,
+)
 from tuneloop.cli.common import quiet_libraries, user_errors
 from tuneloop.errors import UserError
 
@@ -55,10 +68,16 @@ def quickstart(
 
 app.add_typer(data.app, name="data")
 app.add_typer(train.app)
+app.add_typer(distill.app, name="distill")
 app.add_typer(evaluate.app)
+app.add_typer(advise.app)
+app.add_typer(gate.app)
 app.add_typer(runs.app, name="runs")
 app.add_typer(report.app)
 app.add_typer(refine.app)
+app.add_typer(serve.app)
+app.add_typer(export.app)
+app.add_typer(monitor.app)
 
 
 if __name__ == "__main__":  # pragma: no cover

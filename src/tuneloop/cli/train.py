@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -21,10 +22,13 @@ def train(
     set_: list[str] = typer.Option([], "--set", help="Override a recipe field: key=value."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
-    """Train the recipe (LoRA SFT). Checkpoints every N steps; --resume continues exactly."""
+    """Train the recipe: any method (full, lora, qlora, dora, ia3, prefix, prompt) and objective
+    (sft, dpo, distill). Prints a memory estimate first; checkpoints every N steps; --resume
+    continues exactly. Under `accelerate launch` it runs on every process (DDP, or FSDP for
+    full fine-tuning)."""
     quiet_libraries()
     from tuneloop.config import load_recipe
-    from tuneloop.train.sft import train as train_sft
+    from tuneloop.train.session import train as run_training
     from tuneloop.workspace import Run, find_run, latest_run
 
     resume_run: Run | None = None
@@ -41,15 +45,24 @@ def train(
         loaded = load_recipe(resume_run.recipe_path)
     else:
         loaded = load_recipe(recipe or Path("tuneloop.yaml"), parse_sets(set_))
-    result = train_sft(loaded, resume=resume_run, progress=not quiet)
+    result = run_training(loaded, resume=resume_run, progress=not quiet, say=typer.echo)
+    if int(os.environ.get("RANK", "0")) != 0:  # a multi-process run reports once
+        return
+    info = result.info()
     from tuneloop.data.templates import TruncationReport
 
-    info = result.info()
     typer.echo(f"truncation: {TruncationReport.from_dict(info['truncation']).summary()}")
     typer.echo(
-        f"run {result.id}: {info['steps']} steps, final loss {info['final_loss']:.4f}, "
-        f"{info['tokens_per_s']:.0f} tokens/s\nadapter: {result.adapter_dir}"
+        f"run {result.id}: {info['method']} {info['objective']}, {info['steps']} steps, final "
+        f"loss {info['final_loss']:.4f}, {info['tokens_per_s']:.0f} tokens/s"
     )
+    if info.get("best_eval_loss") is not None:
+        stopped = " (stopped early)" if info.get("stopped_early") else ""
+        typer.echo(
+            f"held-out loss: best {info['best_eval_loss']:.4f} at step {info['best_step']}{stopped}"
+        )
+    label = "weights" if info["method"] == "full" else "adapter"
+    typer.echo(f"{label}: {info['output']}")
 
 
 def _workspace_of(recipe: Path | None) -> Path:

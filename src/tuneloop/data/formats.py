@@ -24,27 +24,28 @@ Keys a format does not use (like "id" above, or "label") go into `meta`, merged 
 `text,category`, read with `CsvColumns(text="text", label="category")`, becomes a user turn
 "I lost my card", an assistant turn "lost_card" and `meta={"label": "lost_card"}`.
 
-Every mistake in a file is a `DataError` naming the file, the line and the fix; the reader stops
-at the first one.
+Every mistake in a file is a `DataError` naming the file, the line and the fix: `read_examples`
+stops at the first one, `scan_examples` (for lint) reports every bad record at once.
 """
 
 from __future__ import annotations
 
 import codecs
-import csv as csvlib
-import io
+import difflib
+import functools
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from tuneloop.data.csvfile import CsvColumns, read_csv
+from tuneloop.data.problems import BadRecord, Collector, StopReading
 from tuneloop.data.records import Example
 from tuneloop.errors import DataError, UserError
 from tuneloop.files import write_text
 
 FORMATS = ("messages", "alpaca", "sharegpt", "prompt_completion", "csv")
 WRITE_FORMATS = ("messages", "alpaca", "sharegpt", "prompt_completion")
-CSV_FIELD = "data.csv"  # where the column mapping lives in the recipe, named in error messages
 
 _MESSAGE_ROLES = {"system": "system", "user": "user", "assistant": "assistant"}
 _SHAREGPT_ROLES = {
@@ -63,32 +64,39 @@ _ANSWER_TURN = {
 }
 
 
-@dataclass
-class CsvColumns:
-    """How the columns of a CSV file map onto a chat.
-
-    `text` is the user turn. The assistant turn is the `target` column when given, else the
-    `label` column (classification: the answer is the label). `instruction` is a fixed task
-    instruction (a string, not a column) sent as the system message; `system_column` names a
-    column holding a per-row system message instead (an empty cell falls back to
-    `instruction`). The label value goes into `meta["label"]`; every unmapped column goes into
-    `meta` under its own name. Set `label=None` when the file has no label column.
-    """
-
-    text: str = "text"
-    label: str | None = "label"
-    target: str | None = None
-    instruction: str | None = None
-    system_column: str | None = None
-
-
 class _Bad(Exception):
     """A problem in one record; the reader adds the file and line. `about_format` asks the
     reader to say which format it was reading, for problems that a wrong format explains."""
 
-    def __init__(self, what: str, fix: str | None = None, about_format: bool = False):
+    def __init__(
+        self,
+        what: str,
+        fix: str | None = None,
+        about_format: bool = False,
+        code: str = "invalid-record",
+        field: str | None = None,
+    ):
         super().__init__(what)
         self.what, self.fix, self.about_format = what, fix, about_format
+        self.code, self.field = code, field
+
+
+Warn = Callable[..., None]  # warn(code, what, fix, field=..., key=...) for a record's warnings
+
+
+@dataclass
+class Scan:
+    """One file read leniently: the examples that read cleanly, each with its raw record (the
+    JSON object, or the CSV row's cells) for a cleaned copy, and every problem found."""
+
+    path: Path
+    format: str  # the format read (detected or requested); "unknown" when none could be told
+    container: str  # "jsonl", "array" or "csv"
+    examples: list[Example] = field(default_factory=list)
+    records: list = field(default_factory=list)
+    problems: list[BadRecord] = field(default_factory=list)
+    header: list[str] | None = None  # CSV
+    bom: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,40 +110,100 @@ def read_examples(
 
     `format` is "auto" (".csv"/".tsv" by extension, else from the keys of the first JSON
     record) or one of `FORMATS`. `csv` maps columns for CSV files (default `CsvColumns()`).
+    The first problem is raised as a `DataError`; `scan_examples` collects them all instead.
 
         >>> read_examples("train.jsonl")[0]          # doctest: +SKIP
         Example(messages=[{'role': 'user', 'content': 'Hi'},
                           {'role': 'assistant', 'content': 'Hello!'}],
                 meta={}, source='train.jsonl:1')
     """
+    return _scan(Path(path), format, csv, strict=True).examples
+
+
+def scan_examples(path: str | Path, format: str = "auto", csv: CsvColumns | None = None) -> Scan:
+    """Read a data file like `read_examples`, but report every bad record instead of stopping
+    at the first: each bad line becomes a `BadRecord` and the good ones are still read.
+
+        >>> scan = scan_examples("train.jsonl")                         # doctest: +SKIP
+        >>> [(p.code, p.line) for p in scan.problems], len(scan.examples)  # doctest: +SKIP
+        ([('invalid-json', 4), ('unknown-role', 9)], 998)
+
+    A missing file, a folder or an unknown `format` still raise (they are not data problems).
+    """
+    return _scan(Path(path), format, csv, strict=False)
+
+
+def sniff_format(path: str | Path) -> str | None:
+    """The format of a data file as "auto" would read it, or "preference" for chosen/rejected
+    records; None when it cannot be told (the reader then reports why)."""
     path = Path(path)
+    if path.suffix.lower() in (".csv", ".tsv"):
+        return "csv"
+    try:
+        text = path.read_bytes().removeprefix(codecs.BOM_UTF8).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    first: object = None
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+            first = next((x for x in items if isinstance(x, dict)), None)
+        except json.JSONDecodeError:
+            return None
+    else:
+        for line in text.split("\n"):
+            if line.strip():
+                try:
+                    first = json.loads(line)
+                except json.JSONDecodeError:
+                    return None
+                break
+    if not isinstance(first, dict):
+        return None
+    if {"chosen", "rejected"} <= set(first) and "messages" not in first:
+        return "preference"
+    return _FORMAT_OF_KEYS(set(first))
+
+
+def _scan(path: Path, format: str, csv: CsvColumns | None, strict: bool) -> Scan:
     if format not in ("auto", *FORMATS):
         raise UserError(
             f"unknown data format {format!r}", fix=f"use one of: auto, {', '.join(FORMATS)}"
         )
-    text = _read_text(path)
-    is_csv = path.suffix.lower() in (".csv", ".tsv")
-    if format == "csv" or (format == "auto" and is_csv):
-        examples = _read_csv(path, text, csv or CsvColumns())
-    else:
-        examples = _read_json(path, text, format)
-    if not examples:
-        # An empty file has no line to point at; line 1 is where the examples should start.
-        raise DataError(
-            path,
-            1,
-            "no examples: the file is empty"
-            if not text
-            else "no examples: the file holds only blank lines"
-            if not text.strip()
-            else "no examples: the JSON array is empty",
-            fix="point to the file that holds the examples, or add at least one",
-        )
-    return examples
+    raw = _read_bytes(path)
+    report = Collector(path, strict)
+    is_csv = format == "csv" or (format == "auto" and path.suffix.lower() in (".csv", ".tsv"))
+    scan = Scan(path, "csv" if is_csv else format, "csv" if is_csv else "jsonl")
+    scan.problems = report.problems
+    text = ""
+    try:
+        text, scan.bom = _decode(raw, report)
+        if is_csv:
+            got = read_csv(path, text, csv or CsvColumns(), report)
+            scan.examples, scan.records, scan.header = got.examples, got.rows, got.header
+        else:
+            _read_json(path, text, format, report, scan)
+        if not scan.examples and not any(p.severity == "error" for p in report.problems):
+            # An empty file has no line to point at; line 1 is where the examples should start.
+            report.report(
+                "empty-file",
+                1,
+                "no examples: the file is empty"
+                if not text
+                else "no examples: the file holds only blank lines"
+                if not text.strip()
+                else "no examples: the JSON array is empty",
+                fix="point to the file that holds the examples, or add at least one",
+                fatal=True,
+            )
+    except StopReading:
+        pass
+    if scan.format == "auto":
+        scan.format = "unknown"
+    return scan
 
 
-def _read_text(path: Path) -> str:
-    """The file as text: UTF-8, a leading byte-order mark dropped."""
+def _read_bytes(path: Path) -> bytes:
     if not path.exists():
         fix = f"check the path (relative paths start at {Path.cwd()})"
         raise DataError(path, None, "file not found", fix=fix)
@@ -144,68 +212,92 @@ def _read_text(path: Path) -> str:
             path, None, "is a folder, not a data file", fix="name a .jsonl, .json or .csv file"
         )
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except OSError as e:
         raise DataError(path, None, f"cannot read the file: {e.strerror}") from None
+
+
+def _decode(raw: bytes, report: Collector) -> tuple[str, bool]:
+    """The file as text and whether it began with a UTF-8 byte-order mark (dropped). A line
+    that is not UTF-8 is reported and decoded with U+FFFD in place of its bad bytes; the
+    readers skip the records on such lines."""
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise DataError(
-            path,
+        report.report(
+            "encoding",
             1,
             "the file is UTF-16 encoded; tuneloop reads UTF-8",
             fix="re-save it as UTF-8, e.g. `iconv -f utf-16 -t utf-8 in.jsonl > out.jsonl`",
+            fatal=True,
         )
-    raw = raw.removeprefix(codecs.BOM_UTF8)
+    bom = raw.startswith(codecs.BOM_UTF8)
+    if bom:
+        report.report(
+            "bom",
+            1,
+            "the file starts with a UTF-8 byte-order mark (BOM)",
+            fix="tuneloop skips it, but other tools read it as part of the first key or column "
+            "name; `tuneloop data lint --fix OUT` writes a copy without it",
+            severity="warning",
+        )
+        raw = raw.removeprefix(codecs.BOM_UTF8)
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        raise DataError(
-            path,
-            line,
-            f"not valid UTF-8: byte 0x{raw[e.start]:02x} at byte {col} of the line",
-            fix="re-save the file as UTF-8; from Windows-1252 or Latin-1: "
-            "`iconv -f cp1252 -t utf-8 in.jsonl > out.jsonl`",
-        ) from None
-
-
-def _read_json(path: Path, text: str, format: str) -> list[Example]:
-    records = _json_array(path, text) if text.lstrip().startswith("[") else _jsonl(path, text)
-    if not records:
-        return []
-    first_line, first = records[0]
-    if format == "auto":
-        if not isinstance(first, dict):
-            raise DataError(
-                path,
-                first_line,
-                f"expected a JSON object, got {_kind(first)}",
-                fix="each record must be one JSON object such as "
-                '{"messages": [{"role": "user", "content": "..."}, ...]}',
+        return raw.decode("utf-8"), bom
+    except UnicodeDecodeError:
+        pass
+    lines = raw.split(b"\n")  # a newline byte never occurs inside a UTF-8 multi-byte character
+    for number, line in enumerate(lines, start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            report.report(
+                "encoding",
+                number,
+                f"not valid UTF-8: byte 0x{line[e.start]:02x} at byte {e.start + 1} of the line",
+                fix="re-save the file as UTF-8; from Windows-1252 or Latin-1: "
+                "`iconv -f cp1252 -t utf-8 in.jsonl > out.jsonl`",
+                column=e.start + 1,
             )
-        format = _detect(path, first_line, first)
-        how = f"detected from the keys on line {first_line}"
+    return raw.decode("utf-8", errors="replace"), bom
+
+
+def _read_json(path: Path, text: str, format: str, report: Collector, scan: Scan) -> None:
+    if text.lstrip().startswith("["):
+        scan.container = "array"
+        records = _array_records(text, report)
     else:
-        how = "as requested"
-    convert = _CONVERTERS[format]
-    examples = []
-    for line, obj in records:
+        records = _jsonl_records(text, report)
+    unreadable = report.bad_lines
+    convert, how = None, "as requested"
+    for start, end, obj in records:
+        if unreadable and any(n in unreadable for n in range(start, end + 1)):
+            continue  # its bytes are not UTF-8: reported already
         if not isinstance(obj, dict):
-            raise DataError(
-                path,
-                line,
+            report.report(
+                "not-object",
+                start,
                 f"expected a JSON object, got {_kind(obj)}",
                 fix="each record must be one JSON object such as "
                 '{"messages": [{"role": "user", "content": "..."}, ...]}',
             )
+            continue
+        if convert is None:
+            if format == "auto":
+                format = _detect(start, obj, report)
+                how = f"detected from the keys on line {start}"
+            scan.format, convert = format, _CONVERTERS[format]
+
+        def warn(code, what, fix=None, *, field=None, key=None, line=start):
+            report.report(code, line, what, fix, severity="warning", field=field, once=key)
+
         try:
-            messages, meta = convert(obj)
+            messages, meta = convert(obj, warn)
             _check_conversation(messages, format)
         except _Bad as bad:
             what = f"{bad.what} (format {format}, {how})" if bad.about_format else bad.what
-            raise DataError(path, line, what, bad.fix) from None
-        examples.append(Example(messages=messages, meta=meta, source=f"{path}:{line}"))
-    return examples
+            report.report(bad.code, start, what, bad.fix, field=bad.field)
+            continue
+        scan.examples.append(Example(messages=messages, meta=meta, source=f"{path}:{start}"))
+        scan.records.append(obj)
 
 
 _JSON_FIX = (
@@ -214,28 +306,37 @@ _JSON_FIX = (
 )
 
 
-def _jsonl(path: Path, text: str) -> list[tuple[int, object]]:
-    """(line, value) for every non-blank line. Split on "\\n" only: a JSON string may hold
-    U+2028, which `str.splitlines` would treat as a line break."""
-    records: list[tuple[int, object]] = []
+def _jsonl_records(text: str, report: Collector) -> list[tuple[int, int, object]]:
+    """(line, line, value) for every non-blank line. Split on "\\n" only: a JSON string may
+    hold U+2028, which `str.splitlines` would treat as a line break."""
+    records: list[tuple[int, int, object]] = []
+    one_object: bool | None = None
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            records.append((lineno, json.loads(line)))
+            records.append((lineno, lineno, json.loads(line)))
         except json.JSONDecodeError as e:
-            if not records and _is_one_object(text):
-                raise DataError(
-                    path,
-                    lineno,
-                    "the file holds one JSON object spread over several lines; expected one "
-                    "object per line (JSONL) or a JSON array",
-                    fix="write one example per line, or put the examples in a JSON array "
-                    "[{...}, {...}]",
-                ) from None
-            raise DataError(
-                path, lineno, f"invalid JSON at column {e.colno}: {e.msg}", fix=_JSON_FIX
-            ) from None
+            if not records:
+                if one_object is None:
+                    one_object = _is_one_object(text)
+                if one_object:
+                    report.report(
+                        "multi-line-json",
+                        lineno,
+                        "the file holds one JSON object spread over several lines; expected one "
+                        "object per line (JSONL) or a JSON array",
+                        fix="write one example per line, or put the examples in a JSON array "
+                        "[{...}, {...}]",
+                        fatal=True,
+                    )
+            report.report(
+                "invalid-json",
+                lineno,
+                f"invalid JSON at column {e.colno}: {e.msg}",
+                fix=_JSON_FIX,
+                column=e.colno,
+            )
     return records
 
 
@@ -246,11 +347,12 @@ def _is_one_object(text: str) -> bool:
         return False
 
 
-def _json_array(path: Path, text: str) -> list[tuple[int, object]]:
-    """(line where the item starts, item) for a JSON array, decoded item by item so that each
-    record keeps its line number."""
+def _array_records(text: str, report: Collector) -> list[tuple[int, int, object]]:
+    """(line where the item starts, line where it ends, item) for a JSON array, decoded item by
+    item so that each record keeps its line number. A syntax error ends the reading: after it,
+    where the next item starts cannot be told."""
     decoder = json.JSONDecoder()
-    records: list[tuple[int, object]] = []
+    records: list[tuple[int, int, object]] = []
     n = len(text)
     line, counted = 1, 0  # line number of position `counted`
 
@@ -265,10 +367,17 @@ def _json_array(path: Path, text: str) -> list[tuple[int, object]]:
             i += 1
         return i
 
-    def fail(pos: int, msg: str) -> DataError:
+    def fail(pos: int, msg: str) -> None:
         col = pos - (text.rfind("\n", 0, pos) + 1) + 1
         where = text.count("\n", 0, pos) + 1
-        return DataError(path, where, f"invalid JSON at column {col}: {msg}", fix=_JSON_FIX)
+        report.report(
+            "invalid-json",
+            where,
+            f"invalid JSON at column {col}: {msg}",
+            fix=_JSON_FIX,
+            column=col,
+            fatal=True,
+        )
 
     i = skip_space(text.index("[") + 1)
     if i < n and text[i] == "]":
@@ -277,31 +386,55 @@ def _json_array(path: Path, text: str) -> list[tuple[int, object]]:
         while True:
             i = skip_space(i)
             if i >= n:
-                raise fail(n, "the array is not closed (missing ']')")
+                fail(n, "the array is not closed (missing ']')")
             start = i
             try:
                 obj, i = decoder.raw_decode(text, i)
             except json.JSONDecodeError as e:
-                raise DataError(
-                    path, e.lineno, f"invalid JSON at column {e.colno}: {e.msg}", fix=_JSON_FIX
-                ) from None
-            records.append((line_at(start), obj))
+                report.report(
+                    "invalid-json",
+                    e.lineno,
+                    f"invalid JSON at column {e.colno}: {e.msg}",
+                    fix=_JSON_FIX,
+                    column=e.colno,
+                    fatal=True,
+                )
+            records.append((line_at(start), line_at(i), obj))
             i = skip_space(i)
             if i < n and text[i] == ",":
                 i += 1
             elif i < n and text[i] == "]":
                 i += 1
                 break
+            elif i >= n:
+                fail(len(text.rstrip()), "the array is not closed (missing ']')")
             else:
-                raise fail(i, "Expecting ',' delimiter")
+                fail(i, "Expecting ',' delimiter")
     i = skip_space(i)
     if i < n:
-        raise fail(i, "extra data after the end of the array")
+        fail(i, "extra data after the end of the array")
     return records
 
 
-def _detect(path: Path, line: int, obj: dict) -> str:
-    keys = set(obj)
+# The strict record readers, for readers of other kinds of records (preference pairs).
+
+
+def _read_text(path: str | Path) -> str:
+    """The file as UTF-8 text (a BOM dropped), raising the first problem as a `DataError`."""
+    return _decode(_read_bytes(Path(path)), Collector(path, strict=True))[0]
+
+
+def _jsonl(path: str | Path, text: str) -> list[tuple[int, object]]:
+    """(line, value) for each non-blank line, raising the first problem as a `DataError`."""
+    return [(a, obj) for a, _, obj in _jsonl_records(text, Collector(path, strict=True))]
+
+
+def _json_array(path: str | Path, text: str) -> list[tuple[int, object]]:
+    """(line where it starts, item) for each item of a JSON array, raising like `_jsonl`."""
+    return [(a, obj) for a, _, obj in _array_records(text, Collector(path, strict=True))]
+
+
+def _FORMAT_OF_KEYS(keys: set[str]) -> str | None:  # noqa: N802 - a table lookup, read as one
     if "messages" in keys:
         return "messages"
     if "conversations" in keys:
@@ -310,76 +443,102 @@ def _detect(path: Path, line: int, obj: dict) -> str:
         return "alpaca"
     if {"prompt", "completion"} <= keys:
         return "prompt_completion"
+    return None
+
+
+def _detect(line: int, obj: dict, report: Collector) -> str:
+    keys = set(obj)
+    found = _FORMAT_OF_KEYS(keys)
+    if found is not None:
+        return found
     if {"chosen", "rejected"} <= keys:
-        raise DataError(
-            path,
+        report.report(
+            "preference-data",
             line,
             "these are preference pairs (chosen/rejected), not supervised examples",
             fix="use them for DPO training; for SFT give examples in one of: messages, "
             "alpaca, sharegpt, prompt_completion",
+            fatal=True,
         )
-    raise DataError(
-        path,
+    report.report(
+        "unknown-format",
         line,
         f"cannot tell the format from the keys {sorted(keys)}",
         fix='use one of: messages ({"messages": [...]}), alpaca ({"instruction", "output"}), '
         'sharegpt ({"conversations": [...]}), prompt_completion ({"prompt", "completion"}); '
         "or name the format explicitly",
+        fatal=True,
     )
+    raise AssertionError("unreachable: a fatal report raises")  # pragma: no cover
 
 
-# One converter per JSON format: a record → (messages, meta), raising `_Bad` on a problem.
+# One converter per JSON format: (record, warn) → (messages, meta), raising `_Bad` on a problem.
 
 
-def _from_messages(obj: dict) -> tuple[list[dict[str, str]], dict]:
+def _from_messages(obj: dict, warn: Warn) -> tuple[list[dict[str, str]], dict]:
     _require(obj, "messages")
-    messages = _turns(obj["messages"], "messages", "role", "content", _MESSAGE_ROLES)
-    return messages, _meta(obj, ("messages",))
+    messages = _turns(obj["messages"], "messages", "role", "content", _MESSAGE_ROLES, warn)
+    return messages, _meta(obj, ("messages",), warn)
 
 
-def _from_alpaca(obj: dict) -> tuple[list[dict[str, str]], dict]:
+def _from_alpaca(obj: dict, warn: Warn) -> tuple[list[dict[str, str]], dict]:
     _require(obj, "instruction", "output")
     instruction, output = _text(obj, "instruction"), _text(obj, "output")
     extra = obj.get("input")
     if extra is None:
         extra = ""
     if not isinstance(extra, str):
-        raise _Bad(f"'input' must be a string, got {_kind(extra)}")
+        what = f"'input' must be a string, got {_kind(extra)}"
+        raise _Bad(what, _STRING_FIX, code="wrong-type", field="input")
     user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
     messages = _system(obj) + [
         {"role": "user", "content": user},
         {"role": "assistant", "content": output},
     ]
-    return messages, _meta(obj, ("instruction", "input", "output", "system"))
+    return messages, _meta(obj, ("instruction", "input", "output", "system"), warn)
 
 
-def _from_sharegpt(obj: dict) -> tuple[list[dict[str, str]], dict]:
+def _from_sharegpt(obj: dict, warn: Warn) -> tuple[list[dict[str, str]], dict]:
     _require(obj, "conversations")
-    messages = _turns(obj["conversations"], "conversations", "from", "value", _SHAREGPT_ROLES)
+    turns = obj["conversations"]
+    messages = _turns(turns, "conversations", "from", "value", _SHAREGPT_ROLES, warn)
     if messages[0]["role"] != "system":
         messages = _system(obj) + messages  # some ShareGPT files keep the system prompt apart
-    return messages, _meta(obj, ("conversations", "system"))
+    return messages, _meta(obj, ("conversations", "system"), warn)
 
 
-def _from_prompt_completion(obj: dict) -> tuple[list[dict[str, str]], dict]:
+def _from_prompt_completion(obj: dict, warn: Warn) -> tuple[list[dict[str, str]], dict]:
     """Plain strings, or lists of messages (the conversational form TRL also reads)."""
     _require(obj, "prompt", "completion")
     parts = []
     for key, role in (("prompt", "user"), ("completion", "assistant")):
         value = obj[key]
         if isinstance(value, list):
-            parts += _turns(value, key, "role", "content", _MESSAGE_ROLES)
+            parts += _turns(value, key, "role", "content", _MESSAGE_ROLES, warn)
         else:
             parts.append({"role": role, "content": _text(obj, key)})
-    return parts, _meta(obj, ("prompt", "completion"))
+    return parts, _meta(obj, ("prompt", "completion"), warn)
 
 
-_CONVERTERS: dict[str, Callable[[dict], tuple[list[dict[str, str]], dict]]] = {
+_CONVERTERS: dict[str, Callable[[dict, Warn], tuple[list[dict[str, str]], dict]]] = {
     "messages": _from_messages,
     "alpaca": _from_alpaca,
     "sharegpt": _from_sharegpt,
     "prompt_completion": _from_prompt_completion,
 }
+_STRING_FIX = 'give the text as one JSON string in double quotes, e.g. "..."'
+# Every key some format reads: a top-level key one edit away from one of these is a typo.
+_KNOWN_KEYS = (
+    "messages",
+    "conversations",
+    "instruction",
+    "input",
+    "output",
+    "prompt",
+    "completion",
+    "system",
+    "meta",
+)
 
 
 def _require(obj: dict, *keys: str) -> None:
@@ -392,15 +551,19 @@ def _require(obj: dict, *keys: str) -> None:
             fix="add the missing key, or name the right format if this file is in another one; "
             "every record of a file must use the same format",
             about_format=True,
+            code="missing-key",
+            field=missing[0],
         )
 
 
 def _text(obj: dict, key: str) -> str:
     value = obj[key]
     if not isinstance(value, str):
-        raise _Bad(f"'{key}' must be a string, got {_kind(value)}")
+        what = f"'{key}' must be a string, got {_kind(value)}"
+        raise _Bad(what, _STRING_FIX, code="wrong-type", field=key)
     if not value.strip():
-        raise _Bad(f"'{key}' is empty", fix="fill it in, or drop this record")
+        fix = "fill it in, or drop this record"
+        raise _Bad(f"'{key}' is empty", fix=fix, code="empty-content", field=key)
     return value
 
 
@@ -410,40 +573,80 @@ def _system(obj: dict) -> list[dict[str, str]]:
     if system is None:
         return []
     if not isinstance(system, str):
-        raise _Bad(f"'system' must be a string, got {_kind(system)}")
+        what = f"'system' must be a string, got {_kind(system)}"
+        raise _Bad(what, _STRING_FIX, code="wrong-type", field="system")
     return [{"role": "system", "content": system}] if system.strip() else []
 
 
-def _meta(obj: dict, used: tuple[str, ...]) -> dict:
-    """Unused top-level keys, plus the record's own "meta" object (which wins on a clash)."""
+def _meta(obj: dict, used: tuple[str, ...], warn: Warn) -> dict:
+    """Unused top-level keys, plus the record's own "meta" object (which wins on a clash).
+    A key one typo away from a key some format reads is warned about: it is not read."""
     own = obj.get("meta", {})
     if not isinstance(own, dict):
         raise _Bad(
             f"'meta' must be an object, got {_kind(own)}",
             fix='write it as {"label": "...", ...} or drop it',
+            code="wrong-type",
+            field="meta",
         )
     extra = {k: v for k, v in obj.items() if k not in used and k != "meta"}
+    for key in extra:
+        if (meant := _typo_of(key)) is not None and meant not in obj:
+            warn(
+                "unknown-key",
+                f"unknown key {key!r} (did you mean {meant!r}?): it is kept as metadata and "
+                "never read as text",
+                f"rename it to {meant!r} if that is what it holds",
+                field=key,
+                key=("unknown-key", key),
+            )
     return {**extra, **own}
 
 
+@functools.lru_cache(maxsize=1024)
+def _typo_of(key: str) -> str | None:
+    if key in _KNOWN_KEYS:
+        return None
+    close = difflib.get_close_matches(key.lower(), _KNOWN_KEYS, n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
 def _turns(
-    items: object, field: str, role_key: str, content_key: str, roles: dict[str, str]
+    items: object,
+    field: str,
+    role_key: str,
+    content_key: str,
+    roles: dict[str, str],
+    warn: Warn,
 ) -> list[dict[str, str]]:
-    """Validate a list of turns and spell them as canonical {"role", "content"} messages."""
+    """Validate a list of turns and spell them as canonical {"role", "content"} messages.
+    Keys of a turn other than the role and the content are ignored, with a warning (a
+    "weight": 0 meant to mask a turn would otherwise be silently trained on)."""
     if not isinstance(items, list):
         raise _Bad(
             f"'{field}' must be a list of turns, got {_kind(items)}",
             fix=f'write it as [{{"{role_key}": "...", "{content_key}": "..."}}, ...]',
+            code="wrong-type",
+            field=field,
         )
     if not items:
-        raise _Bad(f"'{field}' is empty", fix="add the conversation, or drop this record")
+        raise _Bad(
+            f"'{field}' is empty",
+            fix="add the conversation, or drop this record",
+            code="empty-content",
+            field=field,
+        )
     allowed = ", ".join(roles)
     messages = []
     for n, turn in enumerate(items, start=1):
+        at = f"{field}[{n - 1}]"
         if not isinstance(turn, dict):
             raise _Bad(
                 f"turn {n} of '{field}' must be an object with '{role_key}' and "
-                f"'{content_key}', got {_kind(turn)}"
+                f"'{content_key}', got {_kind(turn)}",
+                fix=f'write each turn as {{"{role_key}": "...", "{content_key}": "..."}}',
+                code="wrong-type",
+                field=at,
             )
         for key in (role_key, content_key):
             if key not in turn:
@@ -451,6 +654,8 @@ def _turns(
                     f"turn {n} of '{field}' has no '{key}' key (it has {sorted(turn)})",
                     fix=f'write each turn as {{"{role_key}": "...", "{content_key}": "..."}}',
                     about_format=True,
+                    code="missing-key",
+                    field=f"{at}.{key}",
                 )
         raw_role, content = turn[role_key], turn[content_key]
         if not isinstance(raw_role, str) or raw_role not in roles:
@@ -458,25 +663,42 @@ def _turns(
             raise _Bad(
                 f"turn {n} has unknown {name} {raw_role!r}; allowed: {allowed}",
                 fix=f"use one of {allowed}",
+                code="unknown-role",
+                field=f"{at}.{role_key}",
             )
         role = roles[raw_role]
         if not isinstance(content, str):
             raise _Bad(
                 f"turn {n} ({raw_role}): '{content_key}' must be a string, got {_kind(content)}",
                 fix="give the text as one string (multimodal content parts are not supported)",
+                code="wrong-type",
+                field=f"{at}.{content_key}",
             )
         if not content.strip():
             raise _Bad(
                 f"turn {n} ({raw_role}) has empty content",
                 fix="fill it in, or drop the turn or the record",
+                code="empty-content",
+                field=f"{at}.{content_key}",
             )
+        if len(turn) > 2:
+            for key in turn:
+                if key not in (role_key, content_key):
+                    warn(
+                        "unknown-key",
+                        f"key {key!r} of the turns in '{field}' is ignored: tuneloop reads only "
+                        f"'{role_key}' and '{content_key}', and trains on every assistant turn",
+                        "drop the key, or drop the turns that should not be trained on",
+                        field=f"{at}.{key}",
+                        key=("unknown-key", field, key),
+                    )
         messages.append({"role": role, "content": content})
     return messages
 
 
 def _check_conversation(messages: list[dict[str, str]], format: str) -> None:
-    """The shape every example must have: one optional system message first, a user turn,
-    and an assistant answer last (the answer is what the model learns)."""
+    """The shape every example must have: one optional system message first, then user and
+    assistant turns in alternation, ending with an assistant answer (what the model learns)."""
     roles = [m["role"] for m in messages]
     answer = _ANSWER_TURN.get(format, _ANSWER_TURN["messages"])
     for n, role in enumerate(roles[1:], start=2):
@@ -484,11 +706,13 @@ def _check_conversation(messages: list[dict[str, str]], format: str) -> None:
             raise _Bad(
                 f"system message at turn {n}; a system message may only be the first turn",
                 fix="move it to the start of the conversation, or merge it into the first one",
+                code="role-order",
             )
     if "assistant" not in roles:
         raise _Bad(
             "no assistant turn: there is no answer for the model to learn",
             fix=f"add the expected answer as a final {answer} turn, or drop this record",
+            code="no-assistant",
         )
     if roles[-1] != "assistant":
         raise _Bad(
@@ -496,9 +720,18 @@ def _check_conversation(messages: list[dict[str, str]], format: str) -> None:
             "the model learns",
             fix=f"end the conversation with the answer as a {answer} turn, or drop the "
             f"trailing '{roles[-1]}' turn",
+            code="role-order",
         )
     if "user" not in roles:
-        raise _Bad("no user turn", fix="add the user's message before the answer")
+        raise _Bad("no user turn", fix="add the user's message before the answer", code="no-user")
+    for n in range(1, len(roles)):
+        if roles[n] == roles[n - 1]:
+            raise _Bad(
+                f"turns {n} and {n + 1} are both '{roles[n]}'; user and assistant turns must "
+                "alternate",
+                fix="merge the two turns into one, or insert the missing turn between them",
+                code="role-order",
+            )
 
 
 def _kind(value: object) -> str:
@@ -509,108 +742,6 @@ def _kind(value: object) -> str:
     return {dict: "an object", list: "a list", str: "a string", int: "a number"}.get(
         type(value), "a number" if isinstance(value, float) else type(value).__name__
     )
-
-
-# --------------------------------------------------------------------------------------------
-# CSV
-
-
-def _read_csv(path: Path, text: str, cols: CsvColumns) -> list[Example]:
-    rows = _csv_rows(path, text, "\t" if path.suffix.lower() == ".tsv" else ",")
-    first = next(rows, None)
-    if first is None:
-        return []
-    header_line, header = first[0], [name.strip() for name in first[1]]
-    mapping = {
-        "text": cols.text,
-        "label": cols.label,
-        "target": cols.target,
-        "system_column": cols.system_column,
-    }
-    for field, column in mapping.items():
-        if column is not None and column not in header:
-            unset = "" if field == "text" else ", or to null when the file has no such column"
-            raise DataError(
-                path,
-                header_line,
-                f"column {column!r} not found (mapped by `{CSV_FIELD}.{field}`); "
-                f"the columns are: {', '.join(header)}",
-                fix=f"set `{CSV_FIELD}.{field}` to one of {', '.join(header)}{unset} "
-                "(the first line of the file must be the header)",
-            )
-    if cols.label is None and cols.target is None:
-        raise DataError(
-            path,
-            None,
-            "the CSV mapping names no answer column",
-            fix=f"set `{CSV_FIELD}.label` (the answer is the label) or `{CSV_FIELD}.target` "
-            "(a free-text answer)",
-        )
-    mapped = {c for c in mapping.values() if c is not None}
-    examples = []
-    for line, row in rows:
-        if len(row) != len(header):
-            raise DataError(
-                path,
-                line,
-                f"the row has {len(row)} fields but the header has {len(header)} columns",
-                fix='put a value that holds a comma in double quotes ("like, this"), '
-                "or add the missing fields",
-            )
-        cell = dict(zip(header, row, strict=True))
-
-        def need(field: str, cell: dict[str, str] = cell, line: int = line) -> str:
-            column = mapping[field]
-            if not cell[column].strip():
-                raise DataError(
-                    path,
-                    line,
-                    f"empty value in column {column!r} (`{CSV_FIELD}.{field}`)",
-                    fix="fill in the value, or delete the row",
-                )
-            return cell[column]
-
-        user = need("text")
-        label = need("label").strip() if cols.label else None
-        answer = need("target") if cols.target else label
-        system = cols.instruction
-        if cols.system_column and cell[cols.system_column].strip():
-            system = cell[cols.system_column]
-        messages = [{"role": "system", "content": system}] if system else []
-        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
-        meta = {k: v for k, v in cell.items() if k not in mapped}
-        if label is not None:
-            meta["label"] = label
-        examples.append(Example(messages=messages, meta=meta, source=f"{path}:{line}"))
-    if not examples:
-        raise DataError(
-            path, None, "no examples: the file has a header but no rows", fix="add the rows"
-        )
-    return examples
-
-
-def _csv_rows(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    """(physical line where the row starts, fields) for each non-blank row. `line_num` counts
-    the physical lines read so far, so a quoted field with line breaks advances it by more
-    than one; the row started one line after where the previous row ended."""
-    reader = csvlib.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    ended = 0
-    try:
-        for row in reader:
-            start, ended = ended + 1, reader.line_num
-            if any(field.strip() for field in row):
-                yield start, row
-    except csvlib.Error as e:
-        unclosed = "unexpected end of data" in str(e)
-        raise DataError(
-            path,
-            ended + 1,
-            "a quoted value starting on this line is never closed"
-            if unclosed
-            else f"malformed CSV: {e}",
-            fix="a value holding a comma, quote or line break must be in double quotes, with "
-            'each quote inside it doubled ("say ""hi""")',
-        ) from None
 
 
 # --------------------------------------------------------------------------------------------

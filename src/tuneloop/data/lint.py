@@ -1,28 +1,51 @@
-"""Checks on a dataset that reading alone cannot make: duplicates, leakage, size, balance.
+"""Checks on a dataset that reading alone cannot make: duplicates, leakage, size, balance,
+system prompts, personal data, suspicious characters and token lengths.
 
-Each check is a pure function `(train, heldout) -> list[Finding]` listed in `CHECKS`; adding a
-check is adding one function to that list. Nothing here prints.
+Each check is a pure function `(train, heldout, options) -> list[Finding]` listed in `CHECKS`;
+adding a check is adding one function to that list. Nothing here prints or reads files
+(`data/lintfile.py` reads a file leniently and adds the problems of every bad record).
 
     >>> findings = lint_examples(train, heldout)                            # doctest: +SKIP
     >>> print(format_findings(findings))                                    # doctest: +SKIP
-    severity  code              where          message
-    error     leakage           heldout.jsonl:4  the same example as train train.jsonl:17
-    warning   duplicate         train.jsonl:9  exact duplicate of train.jsonl:2
-    warning   too-few-examples  train.jsonl    only 40 training examples (under 100): ...
-    1 error, 2 warnings
+    severity  code              where            message
+    error     leakage           heldout.jsonl:4  the same example as train train.jsonl:17: ...
+    warning   duplicate         train.jsonl:9    exact duplicate of train.jsonl:2; ...
+    warning   near-duplicate    train.jsonl:31   near-duplicate of train.jsonl:8 (similarity ...
+    warning   too-few-examples  train.jsonl      only 40 training examples (under 100): ...
+    1 error, 3 warnings
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
-from tuneloop.data.records import Example, content_hash
+from tuneloop.data.dedupe import find_near_duplicates
+from tuneloop.data.encoding import check_encoding
+from tuneloop.data.findings import (
+    DEFAULT_NEAR_THRESHOLD,
+    Check,
+    Finding,
+    LintOptions,
+    Severity,
+    files_of,
+    shorten,
+)
+from tuneloop.data.pii import check_pii
+from tuneloop.data.prompts import check_system_prompts
+from tuneloop.data.records import Example, content_hash, prompt_hash
 from tuneloop.data.split import find_leaks
+from tuneloop.data.tokens import check_token_lengths
 
-Severity = Literal["error", "warning"]
+__all__ = [
+    "CHECKS",
+    "DEFAULT_NEAR_THRESHOLD",
+    "Check",
+    "Finding",
+    "LintOptions",
+    "Severity",
+    "format_findings",
+    "lint_examples",
+]
 
 FEW_EXAMPLES = 100  # below this, fine-tuning rarely beats few-shot prompting
 SOME_EXAMPLES = 500
@@ -30,31 +53,25 @@ IMBALANCE_RATIO = 10  # largest class / smallest class
 SMALLEST_CLASS = 5
 
 
-@dataclass
-class Finding:
-    """One thing lint found. `where` is "file:line" of the example concerned, or a file."""
-
-    code: str
-    severity: Severity
-    where: str
-    message: str
-
-
-Check = Callable[[list[Example], list[Example]], list[Finding]]
-
-
-def lint_examples(train: list[Example], heldout: list[Example] | None = None) -> list[Finding]:
+def lint_examples(
+    train: list[Example], heldout: list[Example] | None = None, options: LintOptions | None = None
+) -> list[Finding]:
     """Run every check in `CHECKS`; errors first, then warnings, each in check order."""
     heldout = heldout or []
-    findings = [f for check in CHECKS for f in check(train, heldout)]
+    options = options or LintOptions()
+    findings = [f for check in CHECKS for f in check(train, heldout, options)]
     return sorted(findings, key=lambda f: f.severity != "error")
 
 
-def _duplicates(train: list[Example], heldout: list[Example]) -> list[Finding]:
-    """Exact duplicates within one side (same content after whitespace normalisation)."""
+def _duplicates(
+    train: list[Example], heldout: list[Example], options: LintOptions
+) -> list[Finding]:
+    """Exact duplicates within one side (same content after whitespace normalisation), and
+    examples that repeat an earlier prompt with another answer."""
     findings = []
     for side in (train, heldout):
         first: dict[str, Example] = {}
+        asked: dict[str, Example] = {}
         for ex in side:
             earlier = first.setdefault(content_hash(ex), ex)
             if earlier is not ex:
@@ -64,12 +81,29 @@ def _duplicates(train: list[Example], heldout: list[Example]) -> list[Finding]:
                         "warning",
                         ex.source,
                         f"exact duplicate of {earlier.source}; it weighs that example double",
+                        fix="drop it (`tuneloop data lint --fix OUT` keeps the first)",
+                        related=earlier.source,
+                    )
+                )
+                continue
+            before = asked.setdefault(prompt_hash(ex), ex)
+            if before is not ex:
+                findings.append(
+                    Finding(
+                        "conflicting-answers",
+                        "warning",
+                        ex.source,
+                        f"the same prompt as {before.source} with another answer "
+                        f"({shorten(ex.reference, 30)} vs {shorten(before.reference, 30)}): "
+                        "the model is taught both",
+                        fix="keep the right answer, or make the prompts say what differs",
+                        related=before.source,
                     )
                 )
     return findings
 
 
-def _leakage(train: list[Example], heldout: list[Example]) -> list[Finding]:
+def _leakage(train: list[Example], heldout: list[Example], options: LintOptions) -> list[Finding]:
     return [
         Finding(
             "leakage",
@@ -77,12 +111,54 @@ def _leakage(train: list[Example], heldout: list[Example]) -> list[Finding]:
             ex.source,
             f"the same {'example' if kind == 'content' else 'prompt'} as train {twin.source}: "
             "the held-out score would be inflated",
+            fix="drop it from one side (`--fix OUT` drops the train copy), or let "
+            "`tuneloop data split` make the split",
+            related=twin.source,
         )
         for ex, twin, kind in find_leaks(train, heldout)
     ]
 
 
-def _too_few(train: list[Example], heldout: list[Example]) -> list[Finding]:
+def _near_duplicates(
+    train: list[Example], heldout: list[Example], options: LintOptions
+) -> list[Finding]:
+    """MinHash/LSH near-duplicates inside train and across held-out and train."""
+    if not options.near_threshold or not train:
+        return []
+    near = find_near_duplicates(train, heldout, options.near_threshold)
+    findings = []
+    for i, j, similarity in near.within:
+        ex, twin = train[i], train[j]
+        same = "" if ex.reference == twin.reference else ", with another answer"
+        findings.append(
+            Finding(
+                "near-duplicate",
+                "warning",
+                ex.source,
+                f"near-duplicate of {twin.source} (similarity {similarity:.2f}{same}): "
+                f"{shorten(ex.messages[-2]['content'], 40)}",
+                fix="drop one of them (`--fix OUT` keeps the first), or make them differ",
+                related=twin.source,
+            )
+        )
+    for h, j, similarity in near.across:
+        ex, twin = heldout[h], train[j]
+        findings.append(
+            Finding(
+                "near-leakage",
+                "warning",
+                ex.source,
+                f"nearly the same prompt as train {twin.source} (similarity {similarity:.2f}): "
+                f"{shorten(ex.messages[-2]['content'], 40)}; the held-out score may be inflated",
+                fix="drop one of the two, or split with `tuneloop data split`, which keeps "
+                "near-twins on one side",
+                related=twin.source,
+            )
+        )
+    return findings
+
+
+def _too_few(train: list[Example], heldout: list[Example], options: LintOptions) -> list[Finding]:
     n = len(train)
     if n >= SOME_EXAMPLES:
         return []
@@ -97,13 +173,13 @@ def _too_few(train: list[Example], heldout: list[Example]) -> list[Finding]:
         Finding(
             "too-few-examples",
             "warning",
-            _files(train),
+            files_of(train),
             f"only {n} training examples (under {bound}): {advice}",
         )
     ]
 
 
-def _imbalance(train: list[Example], heldout: list[Example]) -> list[Finding]:
+def _imbalance(train: list[Example], heldout: list[Example], options: LintOptions) -> list[Finding]:
     counts = _labels(train)
     if not 2 <= len(counts) <= counts.total() / 2:
         return []  # one class, or labels that are per-example ids rather than classes
@@ -114,14 +190,16 @@ def _imbalance(train: list[Example], heldout: list[Example]) -> list[Finding]:
         Finding(
             "label-imbalance",
             "warning",
-            _files(train),
+            files_of(train),
             f"labels are imbalanced: {top!r} has {most} examples, {bottom!r} only {least}; "
             "add examples of the rare labels, or check the slice metrics for them",
         )
     ]
 
 
-def _unseen_labels(train: list[Example], heldout: list[Example]) -> list[Finding]:
+def _unseen_labels(
+    train: list[Example], heldout: list[Example], options: LintOptions
+) -> list[Finding]:
     seen = _labels(train)
     first: dict[str, Example] = {}
     for ex in heldout:
@@ -135,30 +213,48 @@ def _unseen_labels(train: list[Example], heldout: list[Example]) -> list[Finding
             ex.source,
             f"label {label!r} appears in held-out ({counts[label]} examples) but never in "
             "train: the model cannot learn it",
+            fix="add training examples of this label, or drop it from held-out",
         )
         for label, ex in first.items()
     ]
 
 
-CHECKS: list[Check] = [_duplicates, _leakage, _too_few, _imbalance, _unseen_labels]
+CHECKS: list[Check] = [
+    _duplicates,
+    _leakage,
+    _near_duplicates,
+    _too_few,
+    _imbalance,
+    _unseen_labels,
+    check_system_prompts,
+    check_pii,
+    check_encoding,
+    check_token_lengths,
+]
 
 
 def _labels(examples: list[Example]) -> Counter[str]:
     return Counter(str(ex.label) for ex in examples if ex.label is not None)
 
 
-def _files(examples: list[Example]) -> str:
-    """The file(s) the examples came from, for findings about a whole side."""
-    files = dict.fromkeys(ex.source.rsplit(":", 1)[0] for ex in examples if ex.source)
-    return ", ".join(files) or "train"
-
-
-def format_findings(findings: list[Finding]) -> str:
-    """A plain-text table, one finding a line, and a count of errors and warnings."""
+def format_findings(findings: list[Finding], max_per_code: int | None = None) -> str:
+    """A plain-text table, one finding a line, and a count of errors and warnings. With
+    `max_per_code`, each code shows its first findings and a count of the rest."""
     if not findings:
         return "no problems found"
     rows = [("severity", "code", "where", "message")]
-    rows += [(f.severity, f.code, f.where, f.message) for f in findings]
+    total = Counter(f.code for f in findings)
+    shown: Counter[str] = Counter()
+    for f in findings:
+        shown[f.code] += 1
+        if max_per_code is not None and shown[f.code] > max_per_code:
+            continue
+        where = f"{f.where}:{f.column}" if f.column is not None else f.where
+        message = f"{f.field}: {f.message}" if f.field else f.message
+        rows.append((f.severity, f.code, where, message))
+        if shown[f.code] == max_per_code and total[f.code] > max_per_code:
+            more = f"... and {total[f.code] - max_per_code} more (--all or --json lists them all)"
+            rows.append((f.severity, f.code, "", more))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3]

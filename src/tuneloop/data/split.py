@@ -6,8 +6,11 @@
 
 The split is deterministic given the seed, stratified by label, and made of whole *groups*:
 examples that are exact duplicates, or that share a prompt (the same question with two
-answers), always land on the same side, so the split itself cannot leak. `write_split` stores
-both sides with a manifest of hashes, and `load_split` refuses files edited after the fact:
+answers), always land on the same side, so the split itself cannot leak. With
+`near_threshold` (the CLI's default 0.8), near-duplicate prompts found by MinHash/LSH
+(`data/dedupe.py`) join the same group too, so near-twins cannot straddle the split either.
+`write_split` stores both sides with a manifest of hashes, and `load_split` refuses files
+edited after the fact:
 
     out/train.jsonl  out/heldout.jsonl  out/manifest.json
     manifest.json: {"seed": 0, "heldout_fraction": 0.1, "counts": {"train": 9003, "heldout": 1000},
@@ -35,7 +38,11 @@ MAX_LISTED = 20  # leaks listed one by one in an error; the rest are counted
 
 
 def split_examples(
-    examples: list[Example], heldout_fraction: float, seed: int, stratify: str | None = "label"
+    examples: list[Example],
+    heldout_fraction: float,
+    seed: int,
+    stratify: str | None = "label",
+    near_threshold: float | None = None,
 ) -> tuple[list[Example], list[Example]]:
     """Split into (train, heldout), each in input order.
 
@@ -46,7 +53,8 @@ def split_examples(
     total is right) and keeps at least one in train; a stratum of one example stays in train.
 
     Examples are first grouped so that exact duplicates and examples with the same prompt
-    stay together; groups, not examples, are drawn with `random.Random(seed)`.
+    (and, with `near_threshold`, near-duplicate prompts) stay together; groups, not examples,
+    are drawn with `random.Random(seed)`.
     """
     if not 0 < heldout_fraction < 1:
         raise UserError(
@@ -60,7 +68,7 @@ def split_examples(
         )
     keys = _strata(examples, stratify)
     by_stratum: dict[str | None, list[list[int]]] = {}
-    for group in _groups(examples):
+    for group in _groups(examples, near_threshold):
         # A group can mix labels (one prompt, two answers); it counts under its commonest one.
         key = Counter(keys[i] for i in group).most_common(1)[0][0]
         by_stratum.setdefault(key, []).append(group)
@@ -106,9 +114,10 @@ def _strata(examples: list[Example], stratify: str | None) -> list[str | None]:
     return [None] * len(examples)
 
 
-def _groups(examples: list[Example]) -> list[list[int]]:
+def _groups(examples: list[Example], near_threshold: float | None = None) -> list[list[int]]:
     """Indices grouped by shared prompt (union-find), in order of each group's first member.
-    Exact duplicates share their prompt too, so one hash catches both kinds of leak."""
+    Exact duplicates share their prompt too, so one hash catches both kinds of leak; with
+    `near_threshold`, near-duplicate prompts are joined as well."""
     parent = list(range(len(examples)))
 
     def root(i: int) -> int:
@@ -121,6 +130,11 @@ def _groups(examples: list[Example]) -> list[list[int]]:
     for i, ex in enumerate(examples):
         j = first.setdefault(prompt_hash(ex), i)
         parent[root(i)] = root(j)
+    if near_threshold:
+        from tuneloop.data.dedupe import near_duplicate_groups
+
+        for i, j in near_duplicate_groups(examples, near_threshold):
+            parent[root(i)] = root(j)
     groups: dict[int, list[int]] = {}
     for i in range(len(examples)):
         groups.setdefault(root(i), []).append(i)
@@ -204,6 +218,7 @@ def write_split(
     seed: int,
     heldout_fraction: float,
     sources: list[str],
+    near_threshold: float | None = None,
 ) -> Path:
     """Write `train.jsonl`, `heldout.jsonl` (messages format) and `manifest.json` into
     `out_dir`, each atomically, and return the manifest's path. A leaking split is refused.
@@ -224,6 +239,7 @@ def write_split(
         "version": MANIFEST_VERSION,
         "seed": seed,
         "heldout_fraction": heldout_fraction,
+        "near_duplicate_threshold": near_threshold,
         "sources": [str(s) for s in sources],
         "counts": {k: len(v) for k, v in sides.items()},
         "labels": {k: _label_counts(v) for k, v in sides.items()},

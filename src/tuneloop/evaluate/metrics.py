@@ -220,3 +220,68 @@ def mean(xs: Iterable[float]) -> float:
     if not xs:
         raise ValueError("mean of no values; the evaluation set is empty")
     return sum(xs) / len(xs)
+
+
+def confusion_matrix(preds: Sequence[str], refs: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Counts of (reference -> prediction) over normalised labels; the rows are the references.
+
+    A prediction outside the reference labels is counted under its own column, so the matrix
+    shows what the model says instead (a sentence, a near-miss spelling).
+
+        >>> confusion_matrix(["a", "b", "b", "zzz"], ["a", "b", "a", "a"])
+        {'a': {'a': 1, 'b': 1, 'zzz': 1}, 'b': {'b': 1}}
+    """
+    _check_lengths(preds, refs)
+    matrix: dict[str, Counter] = {}
+    for p, r in zip(preds, refs, strict=True):
+        matrix.setdefault(normalize_answer(r), Counter())[normalize_answer(p)] += 1
+    return {r: dict(sorted(row.items())) for r, row in sorted(matrix.items())}
+
+
+def json_schema_valid(preds: Sequence[str], schema: dict) -> list[float]:
+    """1.0 where the prediction parses as JSON and conforms to `schema` (JSON Schema), else 0.0.
+
+    >>> schema = {"type": "object", "required": ["intent"],
+    ...           "properties": {"intent": {"enum": ["refund", "bug"]}}}
+    >>> json_schema_valid(['{"intent": "bug"}', '{"intent": "other"}', 'bug'], schema)
+    [1.0, 0.0, 0.0]
+    """
+    import jsonschema
+
+    validator_cls = jsonschema.validators.validator_for(schema)
+    validator_cls.check_schema(schema)  # a broken schema is the user's error, not a score
+    validator = validator_cls(schema)
+    scores = []
+    for p in preds:
+        try:
+            value = _parse_json(p)
+        except ValueError:
+            scores.append(0.0)
+            continue
+        scores.append(float(validator.is_valid(value)))
+    return scores
+
+
+def json_field_accuracy(preds: Sequence[str], refs: Sequence[str]) -> list[float]:
+    """Per item, the share of the reference object's top-level fields the prediction got equal.
+
+    Partial credit for extraction: one wrong field out of four scores 0.75, not 0. A prediction
+    that is not a JSON object scores 0; a reference that is not an object raises ValueError.
+
+        >>> json_field_accuracy(['{"a": 1, "b": 2}', '{"a": 1}', 'oops'],
+        ...                     ['{"a": 1, "b": 3}', '{"a": 1}', '{"a": 1}'])
+        [0.5, 1.0, 0.0]
+    """
+    _check_lengths(preds, refs)
+    scores = []
+    for i, (p, r) in enumerate(zip(preds, refs, strict=True)):
+        ref = _parse_container(r)
+        if not isinstance(ref, dict) or not ref:
+            raise ValueError(f"reference {i} is not a non-empty JSON object: {r[:80]!r}")
+        pred = _parse_container(p)
+        if not isinstance(pred, dict):
+            scores.append(0.0)
+            continue
+        same = sum(k in pred and _json_equal(pred[k], v) for k, v in ref.items())
+        scores.append(same / len(ref))
+    return scores

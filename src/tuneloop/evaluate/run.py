@@ -1,17 +1,22 @@
 """Evaluate rungs of a run on its held-out split with the same prompts and the same metrics.
 
-A rung is a way of answering the held-out prompts: `zero-shot` is the base model with the task's
-instruction, `tuned` is the base model with the run's adapter. Each evaluation writes
+A rung is a way of answering the held-out prompts: `zero-shot`, `few-shot` and
+`retrieval-few-shot` ask the base model (see `ladder.py`), `tuned` asks the base model with the
+run's adapter. Each evaluation writes
 
-    eval/<rung>.jsonl   one line per held-out item: prompt, reference, prediction, scores
-    eval/<rung>.json    the summary: metrics, task kind, item count, timings
+    eval/<rung>.jsonl         one line per held-out item: prompt, reference, prediction, scores
+    eval/<rung>.json          the summary: metrics with confidence intervals, slices, timings
+    eval/train/tuned.json(l)  the tuned model on a sample of its own training items (overfitting)
+    eval/probes/<model>-<suite>.json(l)   the shipped probes, for `base` and `tuned`
 
 Per-item scores are kept because comparing two rungs honestly needs the paired items.
+Generation is batched (`generate.py`): no rung loops over prompts one at a time.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +26,17 @@ from tuneloop.data.formats import read_examples
 from tuneloop.data.prepare import read_data_file
 from tuneloop.data.records import Example
 from tuneloop.data.templates import with_instruction
-from tuneloop.evaluate import metrics
+from tuneloop.errors import UserError
+from tuneloop.evaluate import metrics, scoring
 from tuneloop.evaluate.generate import generate
+from tuneloop.evaluate.ladder import LADDER, rung_prompts, same_task
+from tuneloop.evaluate.probes import SUITES, load_suite, probe_prompts, score_probes
 from tuneloop.files import write_json, write_text
 from tuneloop.workspace import Run
 
-RUNGS = ("zero-shot", "tuned")
+RUNGS = (*LADDER, "tuned")
+DEFAULT_RUNGS = ("zero-shot", "tuned")
+PROBE_MODELS = ("base", "tuned")
 
 
 @dataclass
@@ -48,6 +58,17 @@ def heldout_examples(run: Run, recipe: Recipe) -> list[Example]:
     return examples[: recipe.eval.max_items] if recipe.eval.max_items else examples
 
 
+def train_examples(run: Run, recipe: Recipe) -> list[Example]:
+    """The run's training items: the split it saved, else the recipe's train file."""
+    saved = run.path / "data" / "train.jsonl"
+    examples = (
+        read_examples(saved, format="messages")
+        if saved.exists()
+        else read_data_file(recipe, recipe.data.train)
+    )
+    return [with_instruction(ex, recipe.task.instruction) for ex in examples]
+
+
 def task_kind(recipe: Recipe, examples: list[Example]) -> str:
     """`label` (exact match + per-label scores), `json` (validity + exact) or `text`."""
     if recipe.task.kind != "auto":
@@ -60,44 +81,68 @@ def task_kind(recipe: Recipe, examples: list[Example]) -> str:
     return "text"
 
 
-def score(kind: str, preds: list[str], refs: list[str]) -> tuple[dict, list[dict]]:
-    """Summary metrics and per-item scores for one rung."""
-    per_item: list[dict] = [{} for _ in preds]
-    columns = {"exact_match": metrics.exact_match(preds, refs)}
-    if kind == "json":
-        columns["json_valid"] = metrics.json_validity(preds)
-        columns["json_exact"] = metrics.json_exact(preds, refs)
-    for name, values in columns.items():
-        for item, v in zip(per_item, values, strict=True):
-            item[name] = v
-    summary = {name: metrics.mean(values) for name, values in columns.items()}
-    if kind == "label":
-        labels = metrics.label_scores(preds, refs)
-        summary.update(
-            accuracy=labels["accuracy"],
-            macro_f1=labels["macro_f1"],
-            out_of_set=labels["out_of_set"],
-            per_label=labels["per_label"],
-        )
+def score(
+    kind: str, preds: list[str], refs: list[str], recipe: Recipe | None = None
+) -> tuple[dict, list[dict]]:
+    """Summary metrics (with intervals) and per-item scores for one rung."""
+    schema = recipe.task.json_schema if recipe else None
+    columns = scoring.item_scores(kind, preds, refs, schema)
+    per_item = [{name: values[i] for name, values in columns.items()} for i in range(len(preds))]
+    ev = recipe.eval if recipe else None
+    summary = scoring.summarize(
+        kind,
+        preds,
+        refs,
+        columns,
+        confidence=ev.confidence if ev else 0.95,
+        n_boot=ev.bootstrap if ev else 2000,
+        seed=ev.seed if ev else 0,
+    )
     return summary, per_item
 
 
-def evaluate_rung(model, tokenizer, rung: str, examples: list[Example], recipe: Recipe,
-                  precision: str, progress: bool = True) -> RungResult:  # fmt: skip
+def evaluate_rung(
+    model,
+    tokenizer,
+    rung: str,
+    examples: list[Example],
+    recipe: Recipe,
+    precision: str,
+    progress: bool = True,
+    train: list[Example] | None = None,
+) -> RungResult:
+    """Answer `examples` the way `rung` asks (shots come from `train`) and score the answers."""
     kind = task_kind(recipe, examples)
+    ev = recipe.eval
+    prompts = rung_prompts(rung, examples, train or [], ev.few_shot_k, ev.retrieval_k, ev.seed)
     started = time.perf_counter()
     preds = generate(
         model,
         tokenizer,
-        [ex.prompt_messages for ex in examples],
-        max_new_tokens=recipe.eval.max_new_tokens,
-        batch_size=recipe.eval.batch_size,
+        prompts,
+        max_new_tokens=ev.max_new_tokens,
+        batch_size=ev.batch_size,
         precision=precision,
         progress=progress,
     )
     seconds = time.perf_counter() - started
     refs = [ex.reference for ex in examples]
-    summary, scores = score(kind, preds, refs)
+    summary, scores = score(kind, preds, refs, recipe)
+    if ev.judge is not None:
+        from tuneloop.evaluate.judge import judge_scores
+
+        questions = [ex.prompt_messages[-1]["content"] for ex in examples]
+        judged = judge_scores(ev.judge, questions, refs, preds)
+        for s, j in zip(scores, judged, strict=True):
+            s["judge"] = j
+        summary["judge"] = metrics.mean(judged)
+    metric = scoring.primary_metric(kind, recipe.task.metric)
+    if scores and metric not in scores[0]:
+        raise UserError(
+            f"task.metric `{metric}` is not a per-item metric of a {kind} task",
+            "task.metric",
+            f"choose one of: {', '.join(scores[0])} (or leave it out for the default)",
+        )
     items = [
         {
             "source": ex.source,
@@ -109,47 +154,134 @@ def evaluate_rung(model, tokenizer, rung: str, examples: list[Example], recipe: 
         }
         for ex, ref, pred, s in zip(examples, refs, preds, scores, strict=True)
     ]
-    summary = {"rung": rung, "task": kind, "n": len(examples), **summary,
-               "seconds": round(seconds, 2)}  # fmt: skip
+    if ev.slices:
+        summary["slices"] = scoring.slices(items, ev.slices)
+    summary = {
+        "rung": rung,
+        "task": kind,
+        "metric": metric,
+        "n": len(examples),
+        **summary,
+        "seconds": round(seconds, 2),
+        "prompt_tokens_mean": _mean_prompt_tokens(tokenizer, prompts),
+    }
     return RungResult(rung, summary, items)
 
 
-def save_result(run: Run, result: RungResult) -> None:
+def evaluate_probes(
+    model, tokenizer, who: str, recipe: Recipe, precision: str, progress: bool = True
+) -> list[RungResult]:
+    """Both shipped probe suites, answered by `who` ("base" or "tuned") in one batched pass."""
+    suites = {name: load_suite(name) for name in SUITES}
+    prompts = [p for probes in suites.values() for p in probe_prompts(probes)]
+    started = time.perf_counter()
+    answers = generate(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=recipe.eval.probe_max_new_tokens,
+        batch_size=recipe.eval.batch_size,
+        precision=precision,
+        progress=progress,
+    )
+    seconds = time.perf_counter() - started
+    results, start = [], 0
+    for name, probes in suites.items():
+        summary, items = score_probes(probes, answers[start : start + len(probes)])
+        start += len(probes)
+        summary = {"model": who, "suite": name, **summary, "seconds": round(seconds, 2)}
+        results.append(RungResult(f"{who}-{name}", summary, items))
+    return results
+
+
+def save_result(run: Run, result: RungResult, folder: str = "") -> None:
+    target = run.eval_dir / folder if folder else run.eval_dir
     lines = "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in result.items)
-    write_text(run.eval_dir / f"{result.rung}.jsonl", lines)
-    write_json(run.eval_dir / f"{result.rung}.json", result.summary)
+    write_text(target / f"{result.rung}.jsonl", lines)
+    write_json(target / f"{result.rung}.json", result.summary)
 
 
-def evaluate_run(run: Run, rungs: tuple[str, ...] = RUNGS, progress: bool = True) -> dict:
-    """Evaluate the requested rungs of a finished run; the base model is loaded once."""
+def evaluate_run(
+    run: Run,
+    rungs: tuple[str, ...] = DEFAULT_RUNGS,
+    progress: bool = True,
+    probes: tuple[str, ...] = (),
+    train_gap: bool = False,
+) -> dict:
+    """Evaluate the requested rungs of a finished run; the base model is loaded once.
+
+    `probes` names the models ("base", "tuned") that answer the shipped probes; `train_gap`
+    also scores the tuned model on `eval.train_sample` of its training items.
+    """
     import torch
 
-    from tuneloop.errors import UserError
     from tuneloop.models.adapters import load_adapter
     from tuneloop.models.load import load
     from tuneloop.train.loop import resolve_precision
 
     recipe = load_recipe(run.recipe_path)
-    if "tuned" in rungs and not (run.adapter_dir / "adapter_config.json").is_file():
+    needs_adapter = "tuned" in rungs or "tuned" in probes or train_gap
+    if needs_adapter and not (run.adapter_dir / "adapter_config.json").is_file():
         raise UserError(
             f"run {run.id} has no finished adapter (status: {run.info().get('status')})",
             str(run.path),
             f"finish training first: tuneloop train --resume --run {run.path}",
         )
     examples = heldout_examples(run, recipe)
+    train = train_examples(run, recipe) if set(rungs) & {"few-shot", "retrieval-few-shot"} else []
     model, tokenizer, _ = load(recipe.model.name, recipe.model.trust_remote_code)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     precision = resolve_precision(recipe.train.precision, device)
-    results = {}
-    for rung in rungs:
-        if rung == "tuned":
-            model = load_adapter(model, run.adapter_dir)
-        result = evaluate_rung(model, tokenizer, rung, examples, recipe, precision, progress)
-        save_result(run, result)
-        results[rung] = result.summary
+    results: dict = {}
+
+    def keep(result: RungResult, folder: str = "") -> None:
+        save_result(run, result, folder)
+        results[f"{folder}/{result.rung}" if folder else result.rung] = result.summary
+
+    for rung in [r for r in rungs if r != "tuned"]:
+        keep(evaluate_rung(model, tokenizer, rung, examples, recipe, precision, progress, train))
+    if "base" in probes:
+        for result in evaluate_probes(model, tokenizer, "base", recipe, precision, progress):
+            keep(result, "probes")
+    if needs_adapter:
+        model = load_adapter(model, run.adapter_dir)
+    if "tuned" in rungs:
+        keep(evaluate_rung(model, tokenizer, "tuned", examples, recipe, precision, progress))
+    if train_gap and recipe.eval.train_sample:
+        # Only the task's own training items: rows mixed in for other reasons (replayed general
+        # chat, safety data) have other answers and would blur the gap.
+        own = same_task(examples, train_examples(run, recipe))
+        sample = train_sample(own, recipe.eval.train_sample, recipe.eval.seed)
+        keep(evaluate_rung(model, tokenizer, "tuned", sample, recipe, precision, progress), "train")
+    if "tuned" in probes:
+        for result in evaluate_probes(model, tokenizer, "tuned", recipe, precision, progress):
+            keep(result, "probes")
     return results
+
+
+def train_sample(examples: list[Example], n: int, seed: int = 0) -> list[Example]:
+    """A seeded sample of n training items (all of them when there are fewer)."""
+    if len(examples) <= n:
+        return list(examples)
+    return random.Random(seed).sample(examples, n)
 
 
 def load_results(run: Run) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(Path(run.eval_dir).glob("*.json"))}
+
+
+def load_items(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def _mean_prompt_tokens(tokenizer, prompts: list[list[dict[str, str]]]) -> float:
+    from tuneloop.data.templates import render_prompt
+
+    if not prompts:
+        return 0.0
+    sizes = [
+        len(tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"])
+        for p in prompts
+    ]
+    return round(sum(sizes) / len(sizes), 1)

@@ -32,6 +32,8 @@ def run_updated(run_path: Path, run_id: str, fields: dict) -> None:
     summary_keys = ("steps", "tokens", "supervised_tokens", "train_seconds", "tokens_per_s",
                     "final_loss", "precision", "device", "total_steps", "truncation")  # fmt: skip
     summary = {k: fields[k] for k in summary_keys if k in fields}
+    if "data" in fields and fields["data"].get("train_sha256"):
+        _register_datasets(Path(run_path), run_id, fields["data"])
     if not columns and not summary:
         return
     with Registry(workspace_of(run_path)) as reg:
@@ -56,6 +58,24 @@ def datasets_used(run_path: Path, run_id: str, train: list[Example], heldout: li
         heldout_path = info.get("heldout_file") or f"{run_path}/data/heldout.jsonl"
         heldout_id = reg.add_dataset(heldout_sha, heldout_path, dataset_hashes(heldout))
         reg.update_run(run_id, train_dataset_id=train_id, heldout_dataset_id=heldout_id)
+
+
+def _register_datasets(run_path: Path, run_id: str, info: dict) -> None:
+    """Register the run's train and held-out sets with per-example hashes for later diffs.
+
+    The examples are read again exactly as training read them (same recipe, same split); data
+    that is not chat examples (preference pairs) is registered by file hash alone.
+    """
+    from tuneloop.config import load_recipe
+    from tuneloop.data.prepare import load_datasets
+    from tuneloop.errors import UserError
+
+    try:
+        data = load_datasets(load_recipe(run_path / "recipe.yaml"))
+        train, heldout = data.train, data.heldout
+    except (UserError, KeyError, ValueError):
+        train, heldout = [], []
+    datasets_used(run_path, run_id, train, heldout, info)
 
 
 def evaluation(run_path: Path, run_id: str, rung: str, suite: str, metrics: dict,

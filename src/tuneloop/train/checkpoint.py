@@ -26,6 +26,10 @@ class LoopState:
     tokens: int = 0  # input tokens seen
     supervised_tokens: int = 0
     elapsed: float = 0.0  # seconds of training, summed over resumed sessions
+    best_eval: float | None = None  # lowest held-out loss so far
+    best_step: int | None = None  # the step that reached it (its checkpoint is kept)
+    bad_evals: int = 0  # evaluations since the last improvement
+    stopped_early: bool = False
 
 
 def rng_state() -> dict:
@@ -50,6 +54,7 @@ def trainable_tensors(model) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(folder: Path, model, optimizer, scheduler, state: LoopState, keep: int) -> Path:
+    """Write `step-NNNNNN/` atomically; keep the newest `keep` and the best one (early stopping)."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{state.step:06d}"
     tmp = folder / f".tmp-step-{state.step:06d}"
@@ -65,9 +70,15 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, state: LoopState,
     _fsync_tree(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
+    best = f"step-{state.best_step:06d}" if state.best_step is not None else None
     for old in list_checkpoints(folder)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.name != best:
+            shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def checkpoint_at(folder: Path, step: int) -> Path:
+    return folder / f"step-{step:06d}"
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
@@ -79,16 +90,21 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> LoopState:
     """Restore everything `save_checkpoint` wrote; the model must have the same trainables."""
-    tensors = load_file(path / "trainable.safetensors")
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in tensors.items():
-            params[name].copy_(value)
+    load_trainable(path, model)
     blob = torch.load(path / "optimizer.pt", weights_only=False)
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     set_rng_state(torch.load(path / "rng.pt", weights_only=False))
     return LoopState(**json.loads((path / "state.json").read_text()))
+
+
+def load_trainable(path: Path, model) -> None:
+    """Copy a checkpoint's trainable tensors into `model` (weights only, no optimizer)."""
+    tensors = load_file(path / "trainable.safetensors")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in tensors.items():
+            params[name].copy_(value)
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -1,7 +1,11 @@
 """The one training loop every objective shares: accumulation, clipping, schedule, logging,
-checkpoints and resume. Objectives (SFT, DPO, distillation) pass a `loss_fn` and their batches;
-the loop knows nothing of what a batch holds except `batch["n"]`, the number of loss terms in it
-(supervised tokens for SFT), used to normalise over the whole accumulated step.
+evaluation every N steps, early stopping, checkpoints and resume, on one process or several.
+
+Objectives (SFT, DPO, distillation) pass a `loss_fn(model, batch) -> (summed loss, scalars)` and
+their batches. The loop reads only two things from a batch: `n`, the number of loss terms in it
+(supervised tokens for SFT, pairs for DPO), which normalises the loss over the whole accumulated
+step (and over all processes); `input_ids`, to count tokens; and an optional `weight` (0 for
+the stand-in batch of a process that has no example in a short last batch).
 """
 
 from __future__ import annotations
@@ -20,7 +24,15 @@ from pathlib import Path
 
 import torch
 
-from tuneloop.train.checkpoint import LoopState, list_checkpoints, load_checkpoint, save_checkpoint
+from tuneloop.train.checkpoint import (
+    LoopState,
+    checkpoint_at,
+    list_checkpoints,
+    load_checkpoint,
+    load_trainable,
+    save_checkpoint,
+)
+from tuneloop.train.distributed import Distributed
 
 # (model, batch) -> summed loss over the batch's `n` terms, and scalars to log.
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
@@ -54,11 +66,14 @@ class MicroBatches:
 
     Epoch `e` visits the examples in the order of `random.Random(f"{seed}:{e}")`, so any
     position in the stream can be recomputed from (seed, index) alone: that is what makes resume
-    exact without saving the data order.
+    exact without saving the data order. With several processes, micro-batch `i` is the same
+    `batch_size` examples for all of them and process `rank` takes every `world`-th one.
     """
 
-    def __init__(self, items: list, batch_size: int, seed: int, collate: Callable[[list], dict]):
+    def __init__(self, items: list, batch_size: int, seed: int, collate: Callable[[list], dict],
+                 rank: int = 0, world: int = 1):  # fmt: skip
         self.items, self.batch_size, self.seed, self.collate = items, batch_size, seed, collate
+        self.rank, self.world = rank, world
         self.per_epoch = math.ceil(len(items) / batch_size)
         self._order: tuple[int, list[int]] = (-1, [])
 
@@ -72,7 +87,11 @@ class MicroBatches:
     def batch(self, index: int) -> dict:
         epoch, j = divmod(index, self.per_epoch)
         chosen = self.order(epoch)[j * self.batch_size : (j + 1) * self.batch_size]
-        return self.collate([self.items[i] for i in chosen])
+        share = chosen[self.rank :: self.world]
+        if not share:  # a short last batch with fewer examples than processes
+            batch = self.collate([self.items[chosen[0]]])
+            return {**batch, "n": 0, "weight": 0.0}  # runs (DDP needs every rank), counts 0
+        return self.collate([self.items[i] for i in share])
 
 
 @dataclass
@@ -84,6 +103,23 @@ class LoopConfig:
     checkpoint_every: int
     keep_checkpoints: int
     log_every: int = 1
+    eval_every: int | None = None
+    patience: int | None = None  # early stopping: evaluations without improvement
+    min_delta: float = 0.0
+    restore_best: bool = False
+    checkpoints: bool = True  # off under FSDP, whose sharded state this loop does not gather
+
+
+class LossModule(torch.nn.Module):
+    """The model and its objective's loss as one module, so that a DDP or FSDP wrapper sees
+    the forward pass it has to synchronise (the loss reaches into the model's parts)."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: LossFn):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.loss_fn(self.model, batch)
 
 
 class MetricsLog:
@@ -135,70 +171,166 @@ def run_loop(
     log: MetricsLog,
     device: torch.device,
     progress: bool = True,
+    *,
+    evaluate: Callable[[], dict[str, float]] | None = None,
+    dist: Distributed | None = None,
+    step_module: torch.nn.Module | None = None,
 ) -> LoopState:
-    """Run optimizer steps `state.step .. cfg.total_steps - 1`; return the final state."""
+    """Run optimizer steps `state.step .. cfg.total_steps - 1`; return the final state.
+
+    Each step accumulates `grad_accum` micro-batches. The loss of a step is the sum of its
+    per-term losses over all micro-batches (and processes) divided by their number of terms,
+    so accumulation and processes do not change what is optimised. Every `eval_every` steps
+    `evaluate()` gives the held-out loss; early stopping ends the run after `patience`
+    evaluations without improvement, and `restore_best` ends it with the best weights.
+    """
     from tqdm.auto import tqdm
 
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    dist = dist or Distributed()
+    step_module = step_module or LossModule(model, loss_fn)
+    step_module.train()
     kill_at = int(os.environ.get("TUNELOOP_KILL_AT_STEP", "0"))  # fault injection for tests
     bar = tqdm(
         total=cfg.total_steps,
         initial=state.step,
         desc="train",
         unit="step",
-        disable=not progress,
+        disable=not progress or not dist.main,
         file=sys.stderr,
         mininterval=0.5 if sys.stderr.isatty() else 5.0,
         dynamic_ncols=True,
     )
     session_start, session_tokens = time.perf_counter(), 0
-    for step in range(state.step, cfg.total_steps):
+    while state.step < cfg.total_steps and not state.stopped_early:
         t0 = time.perf_counter()
+        step = state.step
         micro = [
             _to(batches.batch(step * cfg.grad_accum + k), device) for k in range(cfg.grad_accum)
         ]
-        denom = sum(int(b["n"]) for b in micro)
+        local = [sum(int(b["n"]) for b in micro), sum(b["input_ids"].numel() for b in micro)]
+        counts = dist.sum(torch.tensor(local))  # supervised terms, tokens: over all processes
+        denom, tokens = int(counts[0]), int(counts[1])
         loss_total = torch.zeros((), device=device)
         extras: dict[str, float] = {}
-        for b in micro:
-            with autocast(cfg.precision, device):
-                loss_sum, extra = loss_fn(model, b)
-            (loss_sum / denom).backward()
+        for k, b in enumerate(micro):
+            # DDP syncs gradients on the last micro-batch only.
+            last = k == len(micro) - 1
+            sync = contextlib.nullcontext() if last or dist.world == 1 else step_module.no_sync()
+            with sync:
+                with autocast(cfg.precision, device):
+                    loss_sum, extra = step_module(b)
+                loss_sum = loss_sum * b.get("weight", 1.0)
+                # DDP averages gradients over processes; scaling by `world` makes that a sum.
+                (loss_sum * dist.world / max(denom, 1)).backward()
             loss_total += loss_sum.detach()
-            for k, v in extra.items():
-                extras[k] = extras.get(k, 0.0) + v / len(micro)
+            for key, v in extra.items():
+                extras[key] = extras.get(key, 0.0) + v / len(micro)
         grad_norm = (
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm else None
+            dist.clip_grad_norm(step_module, cfg.max_grad_norm) if cfg.max_grad_norm else None
         )
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
-        tokens = sum(int(b["input_ids"].numel()) for b in micro)
         state.step += 1
         state.tokens += tokens
         state.supervised_tokens += denom
         state.elapsed += time.perf_counter() - t0
         session_tokens += tokens
-        loss = loss_total.item() / denom
+        loss = float(dist.sum(loss_total)) / max(denom, 1)
+        if dist.world > 1 and extras:
+            values = dist.sum(torch.tensor(list(extras.values()), dtype=torch.float64))
+            extras = {key: float(v) / dist.world for key, v in zip(extras, values, strict=True)}
         tok_s = session_tokens / max(1e-9, time.perf_counter() - session_start)
-        if state.step % cfg.log_every == 0 or state.step == cfg.total_steps:
-            record = {"step": state.step, "loss": loss, "lr": lr, "tokens": state.tokens}
-            if grad_norm is not None:
-                record["grad_norm"] = float(grad_norm)
-            record.update(extras)
-            record["tokens_per_s"] = round(tok_s, 1)
+        record = {"step": state.step, "loss": loss, "lr": lr, "tokens": state.tokens}
+        if grad_norm is not None:
+            record["grad_norm"] = float(grad_norm)
+        record.update(extras)
+        record["tokens_per_s"] = round(tok_s, 1)
+        improved = False
+        if (
+            evaluate is not None
+            and cfg.eval_every
+            and (state.step % cfg.eval_every == 0 or state.step == cfg.total_steps)
+        ):
+            step_module.eval()
+            record.update(evaluate())
+            step_module.train()
+            improved = _track_best(state, record["eval_loss"], cfg)
+            bar.set_postfix(loss=f"{loss:.4f}", eval=f"{record['eval_loss']:.4f}", refresh=False)
+        else:
+            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:.0f}", refresh=False)
+        if dist.main and (state.step % cfg.log_every == 0 or state.step == cfg.total_steps
+                          or "eval_loss" in record):  # fmt: skip
             log.append(record)
-        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:.0f}", refresh=False)
         bar.update(1)
-        if state.step % cfg.checkpoint_every == 0 or state.step == cfg.total_steps:
+        checkpoint_due = (
+            state.step % cfg.checkpoint_every == 0
+            or state.step == cfg.total_steps
+            or state.stopped_early
+            or (improved and cfg.restore_best)  # the best weights must survive to the end
+        )
+        if checkpoint_due and cfg.checkpoints and dist.main:
             save_checkpoint(ckpt_dir, model, optimizer, scheduler, state, cfg.keep_checkpoints)
+        dist.barrier()
         if state.step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
+    if cfg.restore_best and state.best_step is not None and state.best_step != state.step:
+        load_trainable(checkpoint_at(ckpt_dir, state.best_step), model)
     return state
+
+
+def _track_best(state: LoopState, eval_loss: float, cfg: LoopConfig) -> bool:
+    """Update the best held-out loss and the early-stopping count; True on an improvement."""
+    if state.best_eval is None or eval_loss < state.best_eval - cfg.min_delta:
+        state.best_eval, state.best_step, state.bad_evals = eval_loss, state.step, 0
+        return True
+    state.bad_evals += 1
+    if cfg.patience is not None and state.bad_evals >= cfg.patience:
+        state.stopped_early = True
+    return False
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    batches: list[dict],
+    device: torch.device,
+    precision: str,
+    dist: Distributed | None = None,
+) -> dict[str, float]:
+    """Held-out loss (per term, as in training) and the objective's scalars, as `eval_*`.
+
+    With several processes each takes every `world`-th batch and the sums are combined.
+    """
+    dist = dist or Distributed()
+    was_training = model.training
+    model.eval()
+    mine = batches[dist.rank :: dist.world]
+    names: list[str] = []
+    totals = torch.zeros(2, dtype=torch.float64)  # loss sum, terms
+    weighted: dict[str, float] = {}
+    for b in mine:
+        b = _to(b, device)
+        with autocast(precision, device):
+            loss_sum, extra = loss_fn(model, b)
+        totals += torch.tensor([float(loss_sum), int(b["n"])], dtype=torch.float64)
+        for key, v in extra.items():
+            weighted[key] = weighted.get(key, 0.0) + v * int(b["n"])
+    names = sorted(weighted)
+    if dist.world > 1:  # every process must name the same extras: they come from one loss_fn
+        packed = dist.sum(torch.cat([totals, torch.tensor([weighted[k] for k in names],
+                                                          dtype=torch.float64)]))  # fmt: skip
+        totals, values = packed[:2], packed[2:].tolist()
+        weighted = dict(zip(names, values, strict=True))
+    model.train(was_training)
+    n = max(float(totals[1]), 1.0)
+    out = {"eval_loss": float(totals[0]) / n}
+    out.update({f"eval_{k}": v / n for k, v in weighted.items()})
+    return out
 
 
 def _to(batch: dict, device: torch.device) -> dict:

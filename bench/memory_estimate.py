@@ -1,0 +1,160 @@
+"""The memory estimate printed before training, against the peak memory actually measured.
+
+    python bench/memory_estimate.py                          # every configuration below
+    python bench/memory_estimate.py --configs lora full
+
+Each configuration trains the embedded default model for a few steps on banking77 text in a
+fresh process. Measured: the process's peak resident memory (ru_maxrss) minus its resident
+memory once Python, torch and transformers are imported and before the model loads (so the
+interpreter and libraries are not counted), for the training loop alone (the peak counter is
+reset when the loop starts) and for the whole run including loading. The estimate is
+`tuneloop train`'s own (weights, gradients, optimizer state, activations; see
+`tuneloop.train.memory`). Prints a Markdown table (and writes
+bench/results/memory_estimate.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+CONFIGS = {
+    "lora": {"method": "lora"},
+    "lora + checkpointing": {"method": "lora", "gradient_checkpointing": True},
+    "dora": {"method": "dora"},
+    "qlora": {"method": "qlora"},
+    "ia3": {"method": "ia3"},
+    "full": {"method": "full", "lr": 2e-5},
+    "full + sgd": {"method": "full", "lr": 2e-5, "optimizer": "sgd"},
+    "lora dpo": {"method": "lora", "objective": "dpo"},
+}
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident memory since start, or since `reset_peak()`."""
+    with open("/proc/self/status") as f:
+        line = next(x for x in f if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current resident size (Linux)
+
+
+def measure(name: str, steps: int, batch_size: int) -> dict:
+    """Run in a fresh process: train one configuration, return estimate and measured peaks."""
+    import torch  # noqa: F401  (imported before the baseline is taken)
+    import transformers  # noqa: F401
+
+    from tuneloop.cli.common import quiet_libraries
+    from tuneloop.config import validate_recipe
+    from tuneloop.train import session
+
+    quiet_libraries()
+    baseline = rss_bytes()
+    loop_peak = {}
+    real_loop = session.run_loop
+
+    def measured_loop(*args, **kwargs):
+        # Loading can peak above training (a file's pages and the tensors made from them);
+        # the peak of the loop alone is what the estimate describes.
+        loop_peak["start"] = rss_bytes()
+        reset_peak()
+        state = real_loop(*args, **kwargs)
+        loop_peak["bytes"] = peak_rss_bytes()
+        return state
+
+    session.run_loop = measured_loop
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        train_cfg = {"max_steps": steps, "batch_size": batch_size, "lr": 1e-3,
+                     "max_length": 128, "checkpoint_every": 1000, **CONFIGS[name]}  # fmt: skip
+        if train_cfg.get("objective") == "dpo":
+            from tuneloop.data.preference_examples import write_support_preferences
+
+            data = {"train": str(write_support_preferences(folder / "p.jsonl", n_per_label=8))}
+        else:
+            from methods import write_data
+
+            tr, held = write_data(folder, 64, 8)
+            data = {"train": str(tr), "heldout": str(held),
+                    "csv": {"text": "text", "label": "category"}}  # fmt: skip
+        recipe = validate_recipe({"name": "mem", "workspace": str(folder / "ws"), "data": data,
+                                  "train": train_cfg}).resolved(folder)  # fmt: skip
+        run = session.train(recipe, progress=False)
+        estimate = run.info()["memory_estimate"]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {
+        "config": name,
+        "estimate": estimate,
+        "measured_peak": loop_peak["bytes"] - baseline,
+        "resident_at_loop_start": loop_peak["start"] - baseline,
+        "peak_with_loading": peak - baseline,
+        "baseline_rss": baseline,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one config, print JSON
+    args = parser.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(measure(args.one, args.steps, args.batch_size)))
+        return 0
+
+    results = []
+    for name in args.configs:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--one", name, "--steps", str(args.steps),
+             "--batch-size", str(args.batch_size)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        results.append(json.loads(line[len("RESULT ") :]))
+        r = results[-1]
+        print(f"{name}: estimate {r['estimate']['total'] / 2**30:.2f} GiB, measured "
+              f"{r['measured_peak'] / 2**30:.2f} GiB", file=sys.stderr, flush=True)  # fmt: skip
+
+    gib = 2**30
+    print("| configuration | weights | gradients | optimizer | activations | estimate | "
+          "measured, training | measured / estimate | of which resident at loop start | "
+          "measured, with loading |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        e = r["estimate"]
+        parts = [f"{e[k] / gib:.2f}" for k in ("weights", "gradients", "optimizer", "activations")]
+        ratio = r["measured_peak"] / e["total"]
+        measured = r["measured_peak"] / gib
+        print(
+            f"| {r['config']} | {' | '.join(parts)} | {e['total'] / gib:.2f} | "
+            f"{measured:.2f} | {ratio:.2f} | {r['resident_at_loop_start'] / gib:.2f} | "
+            f"{r['peak_with_loading'] / gib:.2f} |"
+        )
+    out = REPO / "bench" / "results" / "memory_estimate.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

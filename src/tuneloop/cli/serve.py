@@ -1,0 +1,75 @@
+"""`tuneloop serve`: an OpenAI-compatible server of one base model and many adapters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from tuneloop.cli.common import quiet_libraries, user_errors
+from tuneloop.serve.options import ServeOptions
+
+app = typer.Typer()
+
+
+D = ServeOptions()
+
+
+@app.command()
+@user_errors
+def serve(
+    adapters: list[str] = typer.Argument(
+        None, help="Adapters to serve: [NAME=]RUN, a run id or folder, or an adapter folder."
+    ),
+    model: str | None = typer.Option(
+        None, help="Base model (default: the one the adapters were trained on)."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000),
+    api_key: str | None = typer.Option(
+        None, envvar="TUNELOOP_API_KEY", help="Require `Authorization: Bearer KEY` on /v1."
+    ),
+    cache_size: int = typer.Option(D.cache_size, min=1, help="Adapters kept loaded at once."),
+    max_batch: int = typer.Option(D.max_batch, min=1, help="Requests generated together."),
+    max_tokens: int = typer.Option(
+        D.max_tokens, min=1, help="Largest max_tokens a request may ask."
+    ),
+    max_prompt_tokens: int = typer.Option(D.max_prompt_tokens, min=1),
+    max_body_bytes: int = typer.Option(D.max_body_bytes, min=1),
+    precision: str = typer.Option(D.precision, help="auto, bf16 or fp32 (as in training)."),
+    log: Path = typer.Option(
+        Path(".tuneloop/serve/requests.jsonl"), help="Sampled log of requests and answers."
+    ),
+    log_sample: float = typer.Option(0.1, min=0.0, max=1.0, help="Share of requests logged."),
+    workspace: Path = typer.Option(Path(".tuneloop")),
+) -> None:
+    """Serve adapters over one base model: /v1/chat/completions, /v1/completions, /metrics."""
+    quiet_libraries()
+    from tuneloop.errors import UserError
+    from tuneloop.serve.adapters import parse_adapter_arg
+    from tuneloop.serve.app import create_app
+    from tuneloop.serve.engine import Engine
+    from tuneloop.serve.requestlog import RequestLog
+    from tuneloop.serve.server import serve_forever
+
+    if precision not in ("auto", "bf16", "fp32"):
+        raise UserError(f"unknown precision {precision!r}", "--precision", "auto, bf16 or fp32")
+    specs = [parse_adapter_arg(a, workspace) for a in adapters or []]
+    options = ServeOptions(
+        cache_size=cache_size,
+        max_batch=max_batch,
+        max_tokens=max_tokens,
+        max_prompt_tokens=max_prompt_tokens,
+        max_body_bytes=max_body_bytes,
+        precision=precision,
+    )
+    engine = Engine.load(model, specs, options)
+    request_log = RequestLog(log, rate=log_sample) if log_sample > 0 else None
+    typer.echo(f"base model: {engine.base_name} ({engine.precision})")
+    for spec in specs:
+        typer.echo(f"adapter {spec.name}: {spec.path}")
+    typer.echo(
+        f"OpenAI-compatible API on http://{host}:{port}/v1"
+        + ("  (API key required)" if api_key else "")
+    )
+    serve_forever(create_app(engine, api_key=api_key, log=request_log), host, port)

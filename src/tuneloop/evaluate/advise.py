@@ -1,0 +1,198 @@
+"""`tuneloop advise`: should this task be fine-tuned at all? Measured, before any training.
+
+1. the prompting rungs of the ladder (zero-shot, few-shot, retrieval few-shot) answer the
+   held-out split (the same split `train` will hold out), scored with the task's metrics, each
+   with a confidence interval;
+2. the data lint's red flags;
+3. the cost of training on this hardware, from a few measured steps;
+4. the base model's license;
+5. a recommendation with its reasons: *fix the data first* (lint errors, or too little data to
+   train on), *prompting is enough* (a prompting rung reaches `task.target`), or *fine-tuning is
+   expected to help* (every rung falls short and there is data to learn from).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from tuneloop.config import Recipe
+from tuneloop.data.lint import Finding, format_findings, lint_examples
+from tuneloop.evaluate.ladder import LADDER
+from tuneloop.evaluate.license import LicenseInfo, model_license
+from tuneloop.files import write_json
+
+FIX_DATA = "fix the data first"
+PROMPTING = "prompting is enough"
+FINE_TUNE = "fine-tuning is expected to help"
+MIN_TRAIN = 20  # below this there is nothing to fine-tune on
+
+
+@dataclass
+class Advice:
+    recipe: str
+    model: str
+    n_train: int
+    n_heldout: int
+    task: str
+    metric: str
+    target: float
+    rungs: dict[str, dict]
+    findings: list[Finding]
+    estimate: dict | None
+    license: LicenseInfo
+    verdict: str
+    reasons: list[str]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def recommend(
+    rungs: dict[str, dict], metric: str, target: float, findings: list[Finding], n_train: int
+) -> tuple[str, list[str]]:
+    """The verdict and its reasons from the rung summaries and the lint findings.
+
+    >>> rungs = {"zero-shot": {"exact_match": 0.1, "ci": {"exact_match":
+    ...              {"low": 0.05, "high": 0.2}}},
+    ...          "few-shot": {"exact_match": 0.95, "ci": {"exact_match":
+    ...              {"low": 0.9, "high": 0.98}}}}
+    >>> recommend(rungs, "exact_match", 0.9, [], 300)[0]
+    'prompting is enough'
+    """
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        codes = sorted({f.code for f in errors})
+        return FIX_DATA, [
+            f"the data lint found {len(errors)} error(s) ({', '.join(codes)}): a model trained "
+            "or judged on this data would mislead you; fix them and run advise again"
+        ]
+    if n_train < MIN_TRAIN:
+        return FIX_DATA, [
+            f"only {n_train} training examples: too few to fine-tune on; "
+            f"collect at least {MIN_TRAIN}, ideally several hundred"
+        ]
+    best = max(rungs, key=lambda r: rungs[r][metric])
+    score, ci = rungs[best][metric], rungs[best]["ci"][metric]
+    shown = f"{best} scores {score:.1%} {metric} [{ci['low']:.1%}, {ci['high']:.1%}]"
+    if score >= target:
+        reasons = [
+            f"{shown}, at or above the target of {target:.0%} (task.target): use that prompt; "
+            "a tuned model has little left to win, and the gate would ask it to beat this rung"
+        ]
+        if ci["low"] < target:
+            reasons.append(
+                f"the interval reaches below the target: add held-out items to be "
+                f"sure ({rungs[best]['n']} evaluated)"
+            )
+        return PROMPTING, reasons
+    reasons = [
+        f"the best prompting rung, {shown}, falls short of the target of {target:.0%} "
+        f"(task.target) by {target - score:.1%}"
+    ]
+    warnings = [f for f in findings if f.severity == "warning"]
+    if any(f.code == "too-few-examples" for f in warnings):
+        reasons.append(f"with {n_train} training examples expect a modest gain; more data helps")
+    else:
+        reasons.append(f"{n_train} training examples give a tuned model something to learn")
+    if warnings:
+        reasons.append(f"review the {len(warnings)} lint warning(s) before training")
+    return FINE_TUNE, reasons
+
+
+def advise(recipe: Recipe, progress: bool = True, measure_steps: int = 3) -> Advice:
+    """Score the prompting rungs, lint, measure training cost, read the license, recommend."""
+    import torch
+
+    from tuneloop.data.prepare import load_datasets
+    from tuneloop.evaluate.estimate import measure_training
+    from tuneloop.evaluate.run import evaluate_rung, task_kind
+    from tuneloop.evaluate.scoring import primary_metric
+    from tuneloop.models.load import load
+    from tuneloop.train.loop import resolve_precision
+
+    data = load_datasets(recipe)
+    heldout = data.heldout[: recipe.eval.max_items] if recipe.eval.max_items else data.heldout
+    findings = lint_examples(data.train, data.heldout)
+    kind = task_kind(recipe, heldout)
+    metric = primary_metric(kind, recipe.task.metric)
+    model, tokenizer, source = load(recipe.model.name, recipe.model.trust_remote_code)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    precision = resolve_precision(recipe.train.precision, device)
+    rungs = {}
+    for rung in LADDER:
+        result = evaluate_rung(
+            model, tokenizer, rung, heldout, recipe, precision, progress, data.train
+        )
+        rungs[rung] = result.summary
+    estimate = None
+    if measure_steps > 0:
+        estimate = measure_training(model, tokenizer, data.train, recipe, measure_steps, device)
+    verdict, reasons = recommend(rungs, metric, recipe.task.target, findings, len(data.train))
+    lic = model_license(recipe.model.name, source.path)
+    if lic.restrictive:
+        reasons.append(
+            f"the base model's license ({lic.license}) needs a look before you ship: {lic.note}"
+        )
+    advice = Advice(
+        recipe.name,
+        recipe.model.name,
+        len(data.train),
+        len(heldout),
+        kind,
+        metric,
+        recipe.task.target,
+        rungs,
+        findings,
+        estimate,
+        lic,
+        verdict,
+        reasons,
+    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    write_json(recipe.workspace / "advice" / f"{stamp}-{recipe.name}.json", advice.to_dict())
+    return advice
+
+
+def _gib(n: int | None) -> str:
+    return "unknown" if n is None else f"{n / 2**30:.2f} GiB"
+
+
+def format_advice(a: Advice) -> str:
+    lines = [
+        f"advice for `{a.recipe}` on {a.model}: {a.n_train} train / {a.n_heldout} held-out "
+        f"items, task {a.task}, metric {a.metric}",
+        "",
+        "ladder (base model, held-out):",
+    ]
+    rows = [("rung", a.metric, "95% CI", "prompt tokens", "seconds")]
+    for rung, s in a.rungs.items():
+        ci = s["ci"][a.metric]
+        rows.append(
+            (
+                rung,
+                f"{s[a.metric]:.1%}",
+                f"[{ci['low']:.1%}, {ci['high']:.1%}]",
+                f"{s.get('prompt_tokens_mean', 0):.0f}",
+                f"{s['seconds']:.0f}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines += ["", "data lint:", "  " + format_findings(a.findings).replace("\n", "\n  ")]
+    if a.estimate:
+        e = a.estimate
+        lines += [
+            "",
+            f"training cost on this hardware ({e['device']}, {e['precision']}, measured "
+            f"over {e['measured_steps']} LoRA steps of batch {e['batch_size']}):",
+            f"  {e['seconds_per_micro_batch']:.2f} s per batch, {e['tokens_per_s']:.0f} "
+            f"tokens/s; {e['optimizer_steps']} steps planned -> about "
+            f"{e['estimated_seconds'] / 60:.1f} min; peak memory "
+            f"{_gib(e['peak_memory_bytes'])} ({e['peak_memory_scope']})",
+        ]
+    flag = "RESTRICTIVE: " if a.license.restrictive else ""
+    lines += ["", f"license: {a.license.license} ({a.license.source}); {flag}{a.license.note}"]
+    lines += ["", f"recommendation: {a.verdict}"] + [f"  - {r}" for r in a.reasons]
+    return "\n".join(lines)

@@ -1,0 +1,140 @@
+"""The adaptation ladder's prompting rungs: how the base model is asked, before any training.
+
+- `zero-shot`: the task instruction (system prompt) and the item, nothing else;
+- `few-shot`: the same k examples from train, as earlier user/assistant turns, before every item;
+  shots are drawn from the train examples that share the items' system prompt (the task's);
+- `retrieval-few-shot`: the k train examples nearest to each item (BM25 over the user text),
+  the nearest placed last, next to the question.
+
+Shots are chat turns rendered with the model's own template, so a chat model sees a
+conversation it already answered k times. For a held-out item "card not arrived yet" and k=2:
+
+    system:    Classify the banking query. Answer with the label only.
+    user:      Still waiting on my card?          <- shot (train)
+    assistant: card_arrival
+    user:      How do I link my new card?         <- shot (train)
+    assistant: card_linking
+    user:      card not arrived yet               <- the item
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from tuneloop.data.records import Example
+
+LADDER = ("zero-shot", "few-shot", "retrieval-few-shot")
+
+_TOKEN = re.compile(r"\w+")
+
+
+def _query(example: Example) -> str:
+    """The text a retrieval matches on: the last user turn of the prompt."""
+    return next(m["content"] for m in reversed(example.prompt_messages) if m["role"] == "user")
+
+
+def _shot_turns(shots: list[Example]) -> list[dict[str, str]]:
+    turns: list[dict[str, str]] = []
+    for shot in shots:
+        turns += [m for m in shot.messages if m["role"] != "system"]
+    return turns
+
+
+def with_shots(example: Example, shots: list[Example]) -> list[dict[str, str]]:
+    """The item's prompt with the shots' turns inserted after its system prompt."""
+    prompt = example.prompt_messages
+    head = [m for m in prompt[:1] if m["role"] == "system"]
+    return head + _shot_turns(shots) + prompt[len(head) :]
+
+
+def pick_shots(train: list[Example], k: int, seed: int = 0) -> list[Example]:
+    """k train examples drawn with a seed, covering as many distinct references as possible
+    (for a label task: one example per label, in random label order, before any repeat).
+
+        >>> ex = lambda t, a: Example([{"role": "user", "content": t},
+        ...                            {"role": "assistant", "content": a}])
+        >>> train = [ex("x1", "a"), ex("x2", "a"), ex("x3", "a"), ex("y1", "b")]
+        >>> sorted(s.reference for s in pick_shots(train, 2))
+        ['a', 'b']
+    """
+    rng = random.Random(seed)
+    order = list(train)
+    rng.shuffle(order)
+    by_ref: dict[str, list[Example]] = {}
+    for ex in order:
+        by_ref.setdefault(ex.reference, []).append(ex)
+    shots: list[Example] = []
+    while len(shots) < min(k, len(train)):
+        for group in by_ref.values():
+            if group and len(shots) < k:
+                shots.append(group.pop())
+    rng.shuffle(shots)
+    return shots
+
+
+def _system(example: Example) -> str | None:
+    first = example.messages[0]
+    return first["content"] if first["role"] == "system" else None
+
+
+def same_task(items: list[Example], train: list[Example]) -> list[Example]:
+    """The train examples asked under the items' system prompt: shots come from the task, not
+    from other data mixed into training (say, general chat replayed to keep old skills).
+
+        >>> turn = lambda role, text: {"role": role, "content": text}
+        >>> task = Example([turn("system", "Classify."), turn("user", "x"), turn("assistant", "a")])
+        >>> chat = Example([turn("user", "hi"), turn("assistant", "hello")])
+        >>> [ex.reference for ex in same_task([task], [task, chat])]
+        ['a']
+    """
+    systems = {_system(ex) for ex in items}
+    return [ex for ex in train if _system(ex) in systems]
+
+
+def few_shot_prompts(
+    items: list[Example], train: list[Example], k: int, seed: int = 0
+) -> list[list[dict[str, str]]]:
+    shots = pick_shots(same_task(items, train), k, seed)
+    return [with_shots(ex, shots) for ex in items]
+
+
+def retrieval_prompts(
+    items: list[Example], train: list[Example], k: int
+) -> list[list[dict[str, str]]]:
+    """Each item's prompt with its k nearest train examples by BM25 (Okapi), nearest last.
+
+    >>> ex = lambda t, a: Example([{"role": "user", "content": t},
+    ...                            {"role": "assistant", "content": a}])
+    >>> train = [ex("my card has not arrived", "card_arrival"),
+    ...          ex("exchange rate for euros", "exchange_rate"),
+    ...          ex("top up failed again", "top_up_failed")]
+    >>> prompt = retrieval_prompts([ex("when will my card arrive", "?")], train, 1)[0]
+    >>> [m["content"] for m in prompt]
+    ['my card has not arrived', 'card_arrival', 'when will my card arrive']
+    """
+    from rank_bm25 import BM25Okapi
+
+    train = same_task(items, train)
+    tokenize = lambda text: _TOKEN.findall(text.casefold())  # noqa: E731
+    corpus = [tokenize(_query(ex)) or ["<empty>"] for ex in train]
+    index = BM25Okapi(corpus)
+    prompts = []
+    for ex in items:
+        scores = index.get_scores(tokenize(_query(ex)))
+        nearest = sorted(range(len(train)), key=lambda i: (-scores[i], i))[:k]
+        prompts.append(with_shots(ex, [train[i] for i in reversed(nearest)]))
+    return prompts
+
+
+def rung_prompts(
+    rung: str, items: list[Example], train: list[Example], k_few: int, k_retrieval: int, seed: int
+) -> list[list[dict[str, str]]]:
+    """The prompts a rung gives the model for `items` (the tuned rung is asked zero-shot)."""
+    if rung in ("zero-shot", "tuned"):
+        return [ex.prompt_messages for ex in items]
+    if rung == "few-shot":
+        return few_shot_prompts(items, train, k_few, seed)
+    if rung == "retrieval-few-shot":
+        return retrieval_prompts(items, train, k_retrieval)
+    raise ValueError(f"unknown rung {rung!r}; rungs are {', '.join((*LADDER, 'tuned'))}")

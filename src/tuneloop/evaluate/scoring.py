@@ -1,0 +1,107 @@
+"""Per-item scores and the summary of one rung, by task kind, with intervals and slices.
+
+Every kind keeps `exact_match` per item. On top of it:
+
+- `label`: accuracy, macro-F1, per-label scores and the confusion matrix;
+- `json`: validity, exact value, per-field accuracy and, with `task.json_schema`, conformance;
+- `text`: ROUGE-L and chrF per item, corpus BLEU.
+
+Every kind also reports the refusal rate and distinct-2 of the answers (a tuned model that
+refuses or repeats itself shows it here), a confidence interval for each per-item metric, and,
+for each field in `eval.slices`, every per-item metric by that field's values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tuneloop.evaluate import metrics, text_metrics
+from tuneloop.evaluate.refusal import refusal_rate
+from tuneloop.evaluate.stats import mean_ci
+
+PRIMARY = {"label": "exact_match", "json": "json_exact", "text": "rouge_l"}
+
+
+def primary_metric(kind: str, override: str | None = None) -> str:
+    """The per-item metric that decides for this task (`task.metric` overrides)."""
+    return override or PRIMARY[kind]
+
+
+def item_scores(
+    kind: str, preds: Sequence[str], refs: Sequence[str], schema: dict | None = None
+) -> dict[str, list[float]]:
+    """Per-item columns: metric name -> one score per item."""
+    columns = {"exact_match": metrics.exact_match(preds, refs)}
+    if kind == "json":
+        columns["json_valid"] = metrics.json_validity(preds)
+        columns["json_exact"] = metrics.json_exact(preds, refs)
+        if all(isinstance(metrics._parse_container(r), dict) for r in refs):
+            columns["json_fields"] = metrics.json_field_accuracy(preds, refs)
+        if schema is not None:
+            columns["json_schema"] = metrics.json_schema_valid(preds, schema)
+    if kind == "text":
+        columns["rouge_l"] = text_metrics.rouge_l(preds, refs)
+        columns["chrf"] = text_metrics.chrf(preds, refs)
+    return columns
+
+
+def summarize(
+    kind: str,
+    preds: Sequence[str],
+    refs: Sequence[str],
+    columns: dict[str, list[float]],
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict:
+    """Means, intervals and the kind's corpus-level scores."""
+    summary: dict = {name: metrics.mean(values) for name, values in columns.items()}
+    summary["ci"] = {
+        name: mean_ci(values, confidence, n_boot, seed).to_dict()
+        for name, values in columns.items()
+    }
+    if kind == "label":
+        labels = metrics.label_scores(preds, refs)
+        summary.update(
+            accuracy=labels["accuracy"],
+            macro_f1=labels["macro_f1"],
+            out_of_set=labels["out_of_set"],
+            per_label=labels["per_label"],
+            confusion=metrics.confusion_matrix(preds, refs),
+        )
+    if kind == "text":
+        summary["bleu"] = text_metrics.bleu(preds, refs)
+    summary["refusal_rate"] = refusal_rate(preds)
+    summary["distinct_2"] = text_metrics.distinct_n(preds, 2)
+    return summary
+
+
+def slice_value(item: dict, field: str):
+    """A slice field's value for one stored item: from its metadata, else the item itself."""
+    meta = item.get("meta") or {}
+    value = meta.get(field, item.get(field))
+    return "<missing>" if value is None else str(value)
+
+
+def slices(items: list[dict], fields: Sequence[str]) -> dict[str, dict[str, dict]]:
+    """Every per-item metric broken down by each field's values.
+
+    >>> items = [{"meta": {"lang": "en"}, "scores": {"exact_match": 1.0}},
+    ...          {"meta": {"lang": "de"}, "scores": {"exact_match": 0.0}},
+    ...          {"meta": {"lang": "en"}, "scores": {"exact_match": 0.0}}]
+    >>> slices(items, ["lang"])
+    {'lang': {'de': {'n': 1, 'exact_match': 0.0}, 'en': {'n': 2, 'exact_match': 0.5}}}
+    """
+    out: dict[str, dict[str, dict]] = {}
+    for field in fields:
+        groups: dict[str, list[dict]] = {}
+        for item in items:
+            groups.setdefault(slice_value(item, field), []).append(item)
+        out[field] = {
+            value: {
+                "n": len(group),
+                **{m: metrics.mean(i["scores"][m] for i in group) for m in group[0]["scores"]},
+            }
+            for value, group in sorted(groups.items())
+        }
+    return out

@@ -1,0 +1,10 @@
+"""Exports of a run that load elsewhere with the same behaviour, each verified on the way out.
+
+    run.py     `tuneloop export`: what to write, the probes, the checks, export.json
+    merge.py   adapter folded into the base weights; logits compared
+    gguf.py    our GGUF converter for Llama-family models (f16, q8_0) and reading it back
+    ollama.py  the chat template as an Ollama Go TEMPLATE, and the Modelfile
+    vllm.py    the checks vLLM makes when it loads a LoRA adapter, and its serve command
+
+See docs/serving.md.
+"""

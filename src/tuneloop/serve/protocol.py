@@ -1,0 +1,165 @@
+"""The OpenAI request bodies the server accepts, and its OpenAI-style error answers.
+
+A mistake in a request is answered with a 4xx status and a body clients already understand:
+
+    {"error": {"message": "model `nope` is not served here; served: __base__, support",
+               "type": "invalid_request_error", "param": "model", "code": "model_not_found"}}
+
+Fields the server cannot honour (`n` > 1, tools, log-probabilities) are refused rather than
+silently ignored; harmless ones it does not use (`user`, `presence_penalty`, ...) are ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class RequestError(Exception):
+    """A request the server refuses; rendered as `{"error": {...}}` with `status`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        type: str = "invalid_request_error",
+    ):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = (
+            status,
+            message,
+            param,
+            code,
+            type,
+        )
+
+    def body(self) -> dict:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(0.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: int = 1
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    stop: str | list[str] | None = None
+    logprobs: bool | int | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return value
+
+    @property
+    def stops(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [s for s in ([self.stop] if isinstance(self.stop, str) else self.stop) if s]
+
+    @property
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
+
+    def refuse_unsupported(self) -> None:
+        if self.n != 1:
+            raise RequestError(400, "only n=1 is supported", "n", "unsupported_parameter")
+        if self.logprobs:
+            raise RequestError(
+                400, "logprobs are not supported", "logprobs", "unsupported_parameter"
+            )
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+    def text(self) -> str:
+        """The content as one string; a list of parts must hold text parts only."""
+        if isinstance(self.content, str):
+            return self.content
+        texts = []
+        for part in self.content:
+            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise RequestError(
+                    400, "only text content parts are supported", "messages", "unsupported_content"
+                )
+            texts.append(part["text"])
+        return "".join(texts)
+
+
+class ChatRequest(_Body):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    tools: list[Any] | None = None
+
+    def refuse_unsupported(self) -> None:
+        super().refuse_unsupported()
+        if self.tools:
+            raise RequestError(400, "tools are not supported", "tools", "unsupported_parameter")
+
+    @property
+    def limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    def chat(self) -> list[dict[str, str]]:
+        """Messages in the canonical form; OpenAI's `developer` role is a system message."""
+        return [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in self.messages
+        ]
+
+
+class CompletionRequest(_Body):
+    prompt: str | list[str]
+    echo: bool = False
+
+    def refuse_unsupported(self) -> None:
+        super().refuse_unsupported()
+        if self.echo:
+            raise RequestError(400, "echo is not supported", "echo", "unsupported_parameter")
+        if isinstance(self.prompt, list) and len(self.prompt) != 1:
+            raise RequestError(
+                400, "send one prompt per request", "prompt", "unsupported_parameter"
+            )
+
+    @property
+    def limit(self) -> int | None:
+        return self.max_tokens
+
+    def text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+
+def parse_body(model: type[_Body], raw: bytes) -> Any:
+    """Validate a JSON body into `model`, or raise a 400 `RequestError` naming the field."""
+    try:
+        body = model.model_validate_json(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        if err["type"] == "json_invalid":
+            raise RequestError(
+                400, f"the body is not valid JSON: {err['msg']}", None, "invalid_json"
+            ) from None
+        param = ".".join(str(p) for p in err["loc"]) or None
+        raise RequestError(400, f"{param}: {err['msg']}", param, "invalid_value") from None
+    body.refuse_unsupported()
+    return body

@@ -1,0 +1,91 @@
+"""Token sequences to tensors: padded rows, or packed rows with no attention across examples.
+
+Every objective hands a list of token sequences to `collate`; what comes back is the one batch
+shape the shared forward (`train/forward.py`) reads:
+
+    input_ids   (B, T)  token ids
+    labels      (B, T)  the token where the loss looks at it, else IGNORE_INDEX (-100)
+    seq_index   (B, T)  which of the given sequences each token belongs to; -1 for padding
+    attention_mask (B, T)   padded rows only: 1 for real tokens
+    position_ids   (B, T)   packed rows only: positions restart at 0 for every sequence
+    n_seqs      how many sequences the batch holds
+    n           supervised next-token targets (the loop normalises the loss by it)
+
+Packing three sequences of 5, 3 and 2 tokens into rows of 8 (first fit, longest first):
+
+    row 0: a a a a a b b b      position_ids 0 1 2 3 4 0 1 2   seq_index 0 0 0 0 0 1 1 1
+    row 1: c c p p p p p p      position_ids 0 1 0 1 2 3 4 5   seq_index 2 2 -1 -1 ...
+
+A restart of position_ids is what tells the attention where a sequence ends: transformers
+turns it into a block-diagonal causal mask (SDPA, eager) or into variable-length kernels (flash
+attention), so no token sees another example. The first token of every packed sequence gets no
+label, so the last token of one example is never asked to predict the first of the next.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tuneloop.data.templates import IGNORE_INDEX, TokenizedExample
+
+
+def collate(
+    seqs: list[TokenizedExample], pad_id: int, packing: bool = False, capacity: int = 0
+) -> dict:
+    """Padded rows (right padding), or rows of at most `capacity` tokens when `packing`."""
+    batch = pack(seqs, pad_id, capacity) if packing else pad(seqs, pad_id)
+    batch["n_seqs"] = len(seqs)
+    batch["n"] = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    return batch
+
+
+def pad(seqs: list[TokenizedExample], pad_id: int) -> dict:
+    """One row per sequence, right-padded to the longest."""
+    width = max(len(s.input_ids) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(seqs), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    index = torch.full((len(seqs), width), -1, dtype=torch.long)
+    for row, s in enumerate(seqs):
+        n = len(s.input_ids)
+        ids[row, :n] = torch.tensor(s.input_ids)
+        labels[row, :n] = torch.tensor(s.labels)
+        mask[row, :n] = 1
+        index[row, :n] = row
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask, "seq_index": index}
+
+
+def pack(seqs: list[TokenizedExample], pad_id: int, capacity: int) -> dict:
+    """Sequences placed first-fit, longest first, into rows of at most `capacity` tokens."""
+    capacity = max(capacity, max(len(s.input_ids) for s in seqs))
+    rows: list[list[int]] = []  # sequence indices per row
+    room: list[int] = []
+    for i in sorted(range(len(seqs)), key=lambda i: -len(seqs[i].input_ids)):
+        n = len(seqs[i].input_ids)
+        row = next((r for r, left in enumerate(room) if left >= n), None)
+        if row is None:
+            rows.append([])
+            room.append(capacity)
+            row = len(rows) - 1
+        rows[row].append(i)
+        room[row] -= n
+    width = max(capacity - left for left in room)
+    shape = (len(rows), width)
+    ids = torch.full(shape, pad_id, dtype=torch.long)
+    labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
+    positions = torch.zeros(shape, dtype=torch.long)
+    index = torch.full(shape, -1, dtype=torch.long)
+    for r, members in enumerate(rows):
+        at = 0
+        for i in sorted(members):  # keep the given order inside a row: easier to read
+            s = seqs[i]
+            n = len(s.input_ids)
+            ids[r, at : at + n] = torch.tensor(s.input_ids)
+            labels[r, at : at + n] = torch.tensor(s.labels)
+            labels[r, at] = IGNORE_INDEX  # never a target across the boundary
+            positions[r, at : at + n] = torch.arange(n)
+            index[r, at : at + n] = i
+            at += n
+        # Padding restarts its positions too, so it forms a sequence of its own.
+        positions[r, at:] = torch.arange(width - at)
+    return {"input_ids": ids, "labels": labels, "position_ids": positions, "seq_index": index}

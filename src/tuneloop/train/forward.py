@@ -1,0 +1,93 @@
+"""The one forward pass every objective shares: logits at the supervised positions only.
+
+Position t predicts token t+1, so the hidden state at t is scored against labels[t+1]. The
+language-model head runs only where labels[t+1] is supervised: with a 49k vocabulary and short
+answers, the (tokens x vocabulary) logits of the prompt are most of the head's cost, and
+never needed.
+
+    logits, targets, seq = supervised_logits(model, batch)
+    # logits (N, V), targets (N,), seq (N,): N supervised targets, seq = the sequence each
+    # belongs to (batch["seq_index"]), so per-sequence sums (DPO) are an index_add away.
+
+Methods that change the model's inputs rather than its layers (prefix and prompt tuning put
+virtual tokens in front) go through the PEFT model's own forward instead, which computes the
+full logits; the virtual positions are dropped.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from tuneloop.data.templates import IGNORE_INDEX
+
+
+def decoder_and_head(model):
+    """The transformer body and the LM head of a (possibly PEFT-wrapped) causal LM."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder(), base.get_output_embeddings()
+
+
+def is_prompt_learning(model) -> bool:
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
+
+
+def model_inputs(batch: dict) -> dict:
+    """What the transformer reads: a padding mask for padded rows, restarting positions for
+    packed ones (and then no mask, which is what makes transformers build per-sequence
+    attention). The cache is off: with one, transformers skips the packed-sequence masks."""
+    inputs = {"input_ids": batch["input_ids"], "use_cache": False}
+    if "position_ids" in batch:
+        inputs["position_ids"] = batch["position_ids"]
+    else:
+        inputs["attention_mask"] = batch["attention_mask"]
+    return inputs
+
+
+def supervised_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits (N, V), targets (N,), sequence index (N,)) at the N supervised targets."""
+    targets = batch["labels"][:, 1:]  # (B, T-1)
+    keep = targets != IGNORE_INDEX
+    if is_prompt_learning(model):
+        width = batch["input_ids"].shape[1]
+        logits = model(**model_inputs(batch)).logits[:, -width:]  # drop virtual tokens
+        logits = logits[:, :-1][keep]  # (N, V)
+    else:
+        decoder, head = decoder_and_head(model)
+        hidden = decoder(**model_inputs(batch)).last_hidden_state  # (B, T, H)
+        logits = head(hidden[:, :-1][keep])  # (N, V)
+    return logits, targets[keep], batch["seq_index"][:, 1:][keep]
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) per position, in float32: (N, V), (N,) -> (N,)."""
+    return -F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+def sequence_sums(values: torch.Tensor, seq: torch.Tensor, n_seqs: int) -> torch.Tensor:
+    """Sum per sequence: values (N,), seq (N,) -> (n_seqs,)."""
+    return torch.zeros(n_seqs, dtype=values.dtype, device=values.device).index_add(0, seq, values)
+
+
+@torch.no_grad()
+def check_packing_isolates(model, vocab_size: int) -> bool:
+    """True when this model honours restarting position_ids: a sequence packed after another
+    gets the same hidden states as alone. A model whose attention ignores them would let packed
+    examples see each other, so packing is refused for it."""
+    decoder, _ = decoder_and_head(model)
+    was_training = decoder.training
+    decoder.eval()
+    g = torch.Generator().manual_seed(0)
+    device = next(decoder.parameters()).device
+    a = torch.randint(3, vocab_size, (1, 6), generator=g).to(device)
+    b = torch.randint(3, vocab_size, (1, 5), generator=g).to(device)
+    alone = decoder(input_ids=b, use_cache=False).last_hidden_state
+    packed = decoder(
+        input_ids=torch.cat([a, b], dim=1),
+        position_ids=torch.tensor([[0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4]], device=device),
+        use_cache=False,
+    ).last_hidden_state[:, 6:]
+    decoder.train(was_training)
+    scale = alone.abs().max().clamp_min(1.0)
+    return bool(((packed - alone).abs().max() / scale) < 1e-3)

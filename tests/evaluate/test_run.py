@@ -1,0 +1,125 @@
+"""Rungs on the tiny in-memory model: files written, prompts built per rung, generation batched."""
+
+import json
+
+import pytest
+import yaml
+
+from tuneloop.config import Recipe
+from tuneloop.evaluate import run as run_mod
+from tuneloop.evaluate.generate import generate
+from tuneloop.evaluate.ladder import LADDER
+from tuneloop.evaluate.probes import load_suite
+from tuneloop.workspace import Run
+
+LABELS = ["alpha", "beta", "gamma"]
+
+
+def chat(i: int) -> dict:
+    label = LABELS[i % 3]
+    return {
+        "messages": [
+            {"role": "user", "content": f"item {i} about {label} things"},
+            {"role": "assistant", "content": label},
+        ],
+        "meta": {"label": label, "shard": f"s{i % 2}"},
+    }
+
+
+@pytest.fixture()
+def ladder_run(tmp_path, tiny_model_dir) -> Run:
+    run = Run(tmp_path / "runs" / "r1")
+    (run.path / "data").mkdir(parents=True)
+    rows = [chat(i) for i in range(30)]
+    (run.path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:24]))
+    (run.path / "data" / "heldout.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows[24:])
+    )
+    recipe = {
+        "name": "r1",
+        "model": {"name": str(tiny_model_dir)},
+        "data": {"train": str(run.path / "data" / "train.jsonl")},
+        "task": {"instruction": "Classify."},
+        "eval": {"max_new_tokens": 3, "few_shot_k": 3, "retrieval_k": 2, "slices": ["shard"]},
+    }
+    run.recipe_path.write_text(yaml.safe_dump(recipe))
+    run.info_path.write_text(json.dumps({"id": "r1", "status": "finished"}))
+    return run
+
+
+def test_ladder_rungs_write_per_item_results_with_intervals_and_slices(ladder_run):
+    results = run_mod.evaluate_run(ladder_run, LADDER, progress=False)
+    assert set(results) == set(LADDER)
+    for rung in LADDER:
+        summary = json.loads((ladder_run.eval_dir / f"{rung}.json").read_text())
+        items = run_mod.load_items(ladder_run.eval_dir / f"{rung}.jsonl")
+        assert summary["n"] == len(items) == 6
+        assert summary["metric"] == "exact_match"
+        ci = summary["ci"]["exact_match"]
+        assert ci["method"] == "wilson" and ci["low"] <= summary["exact_match"] <= ci["high"]
+        assert set(summary["slices"]["shard"]) == {"s0", "s1"}
+        assert "confusion" in summary and "distinct_2" in summary
+        assert all(set(i["scores"]) == {"exact_match"} for i in items)
+    tokens = {r: results[r]["prompt_tokens_mean"] for r in LADDER}
+    assert tokens["zero-shot"] < tokens["retrieval-few-shot"] < tokens["few-shot"]
+
+
+def test_every_rung_and_the_probes_generate_in_one_batched_call(monkeypatch, tiny_tokenizer):
+    calls = []
+
+    def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size, precision, progress):
+        calls.append((len(prompts), batch_size))
+        return ["alpha"] * len(prompts)
+
+    monkeypatch.setattr(run_mod, "generate", fake_generate)
+    tok = tiny_tokenizer
+    recipe = Recipe.model_validate({"data": {"train": "x"}, "eval": {"batch_size": 32}})
+    examples = [run_mod.Example(**{k: v for k, v in chat(i).items()}) for i in range(50)]
+    run_mod.evaluate_rung(None, tok, "zero-shot", examples, recipe, "fp32", False)
+    run_mod.evaluate_probes(None, tok, "base", recipe, "fp32", False)
+    n_probes = len(load_suite("general")) + len(load_suite("safety"))
+    assert calls == [(50, 32), (n_probes, 32)]
+
+
+def test_generate_runs_one_model_call_per_batch(tiny_model, tiny_tokenizer):
+    seen = []
+    original = tiny_model.generate
+
+    def counting(**kwargs):
+        seen.append(kwargs["input_ids"].shape[0])
+        return original(**kwargs)
+
+    tiny_model.generate = counting
+    prompts = [[{"role": "user", "content": f"item {i}"}] for i in range(20)]
+    answers = generate(tiny_model, tiny_tokenizer, prompts, max_new_tokens=2, batch_size=8)
+    assert len(answers) == 20 and seen == [8, 8, 4]
+
+
+def test_task_kind_and_scores_for_json_and_text():
+    recipe = Recipe.model_validate(
+        {"data": {"train": "x"}, "task": {"json_schema": {"type": "object", "required": ["a"]}}}
+    )
+    summary, items = run_mod.score("json", ['{"a": 1}', "nope"], ['{"a": 1}', '{"a": 2}'], recipe)
+    assert items[0] == {
+        "exact_match": 1.0,
+        "json_valid": 1.0,
+        "json_exact": 1.0,
+        "json_fields": 1.0,
+        "json_schema": 1.0,
+    }
+    assert summary["json_schema"] == 0.5
+    summary, items = run_mod.score("text", ["the cat sat"], ["the cat sat down"])
+    assert set(items[0]) == {"exact_match", "rouge_l", "chrf"}
+    assert "bleu" in summary and summary["rouge_l"] == pytest.approx(0.8571, abs=1e-4)
+
+
+def test_a_task_metric_that_is_not_per_item_names_the_field(monkeypatch, tiny_tokenizer):
+    from tuneloop.errors import UserError
+
+    monkeypatch.setattr(run_mod, "generate", lambda *a, **k: ["alpha"] * len(a[2]))
+    recipe = Recipe.model_validate({"data": {"train": "x"}, "task": {"metric": "macro_f1"}})
+    examples = [run_mod.Example(**chat(i)) for i in range(3)]
+    with pytest.raises(UserError) as err:
+        run_mod.evaluate_rung(None, tiny_tokenizer, "zero-shot", examples, recipe, "fp32", False)
+    assert err.value.problems[0].where == "task.metric"
+    assert "exact_match" in err.value.problems[0].fix

@@ -1,0 +1,113 @@
+"""The real commands: `tuneloop serve RUN` as a subprocess on a free loopback port (stopped at
+the end), then `tuneloop monitor` on the request log it wrote."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from tiny_adapters import train_tiny_run
+from typer.testing import CliRunner
+
+from tuneloop.cli.main import app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(port: int, method: str, path: str, body=None, key: str | None = None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        conn.request(method, path, None if body is None else json.dumps(body), headers)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"null")
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_model_dir):
+    return train_tiny_run(tmp_path_factory.mktemp("cli-run"), tiny_model_dir)
+
+
+def test_serve_a_run_then_monitor_its_log(run, tmp_path):
+    port, log = free_port(), tmp_path / "requests.jsonl"
+    env = {**os.environ, "TUNELOOP_API_KEY": "k3y"}
+    command = [
+        sys.executable,
+        "-m",
+        "tuneloop.cli.main",
+        "serve",
+        f"tiny={run.path}",
+        "--port",
+        str(port),
+        "--precision",
+        "fp32",
+        "--log",
+        str(log),
+        "--log-sample",
+        "1",
+    ]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stdout.read().decode()
+            assert time.monotonic() < deadline, "the server did not come up"
+            try:
+                if call(port, "GET", "/health")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        status, models = call(port, "GET", "/v1/models", key="k3y")
+        assert status == 200 and [m["id"] for m in models["data"]] == ["__base__", "tiny"]
+        assert call(port, "GET", "/v1/models", key="wrong")[0] == 401
+        items = [
+            json.loads(line)["messages"][0]["content"]
+            for line in (run.path.parent.parent.parent / "train.jsonl").read_text().splitlines()
+        ]
+        for text in items:
+            body = {"model": "tiny", "messages": [{"role": "user", "content": text}]}
+            status, out = call(port, "POST", "/v1/chat/completions", body, key="k3y")
+            assert status == 200, out
+            assert out["usage"]["completion_tokens"] <= 6  # the run's eval.max_new_tokens
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=30)
+    assert len(log.read_text().splitlines()) == len(items)
+
+    runner = CliRunner()
+    same = runner.invoke(app, ["monitor", str(log), "--run", str(run.path), "--json"])
+    assert same.exit_code == 0, same.output
+    report = json.loads(same.output)
+    flags = {s["name"]: s["drifted"] for s in report["signals"]}
+    assert report["n_live"] == 24 and report["model"] == "tiny"
+    # the prompts are the training prompts; the barely trained tiny model answers no label
+    assert not flags["prompt length"] and not flags["vocabulary"] and not flags["unseen words"]
+    assert flags["answers outside the label set"]
+
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    for r in records:
+        r["messages"][0]["content"] = "wallet seed phrase recovery " * 8
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    drifted = runner.invoke(app, ["monitor", str(log), "--run", str(run.path), "--strict"])
+    assert drifted.exit_code == 1, drifted.output
+    assert "drift: prompt length, vocabulary, unseen words" in drifted.output
+    assert "wallet (" in drifted.output  # the unseen words, counted

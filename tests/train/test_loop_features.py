@@ -1,0 +1,161 @@
+"""Loop features every objective shares: packing, gradient checkpointing, bf16 autocast,
+evaluation every N steps and early stopping."""
+
+import pytest
+import torch
+
+from tuneloop.data.records import Example
+from tuneloop.data.templates import tokenize_example
+from tuneloop.train.batching import collate, pack
+from tuneloop.train.checkpoint import LoopState, list_checkpoints
+from tuneloop.train.dpo import sequence_logps
+from tuneloop.train.forward import check_packing_isolates
+from tuneloop.train.loop import LoopConfig, MetricsLog, MicroBatches, run_loop
+from tuneloop.train.schedule import make_scheduler
+from tuneloop.train.sft import sft_loss
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and stay fast while other processes load the CPU
+    (spinning OpenMP threads can slow a 64-wide model's step a hundredfold)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+LABELS = ["reset_password", "cancel_subscription", "shipping_status", "refund_request"]
+
+
+def make_items(tok, n=8):
+    items = []
+    for i in range(n):
+        chat = [
+            {"role": "user", "content": f"message {i}: " + "please help " * (i % 4)},
+            {"role": "assistant", "content": LABELS[i % len(LABELS)]},
+        ]
+        items.append(tokenize_example(tok, Example(chat, source=f"t:{i}")))
+    return items
+
+
+def loss_and_grads(model, batch):
+    model.zero_grad()
+    loss, _ = sft_loss(model, batch)
+    (loss / batch["n"]).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return loss.item() / batch["n"], grads
+
+
+def test_packing_lays_sequences_side_by_side_with_restarting_positions(tiny_tokenizer):
+    items = make_items(tiny_tokenizer, 3)
+    total = sum(len(i.input_ids) for i in items)
+    batch = pack(items, pad_id=2, capacity=total)
+    assert batch["input_ids"].shape[0] == 1  # all three fit in one row
+    positions = batch["position_ids"][0].tolist()
+    starts = [i for i, p in enumerate(positions) if p == 0]
+    assert len(starts) >= 3  # one restart per sequence (and padding)
+    for s in starts[1:4]:
+        assert batch["labels"][0, s] == -100  # no target across a boundary
+
+
+def test_packed_loss_and_gradients_equal_unpacked(tiny_tokenizer, tiny_model):
+    items = make_items(tiny_tokenizer, 8)
+    padded = collate(items, 2)
+    packed = collate(items, 2, packing=True, capacity=3 * max(len(i.input_ids) for i in items))
+    assert packed["input_ids"].shape[0] < padded["input_ids"].shape[0]
+    assert packed["n"] == padded["n"]
+    tiny_model.train()
+    loss_a, grads_a = loss_and_grads(tiny_model, padded)
+    loss_b, grads_b = loss_and_grads(tiny_model, packed)
+    assert loss_b == pytest.approx(loss_a, abs=1e-5)
+    for name, g in grads_a.items():
+        assert torch.allclose(g, grads_b[name], atol=1e-5), name
+
+
+def test_packed_sequence_logprobs_equal_unpacked(tiny_tokenizer, tiny_model):
+    items = make_items(tiny_tokenizer, 6)
+    with torch.no_grad():
+        a, na = sequence_logps(tiny_model, collate(items, 2))
+        capacity = 3 * max(len(i.input_ids) for i in items)
+        b, nb = sequence_logps(tiny_model, collate(items, 2, packing=True, capacity=capacity))
+    assert torch.allclose(a, b, atol=1e-4) and torch.equal(na, nb)
+
+
+def test_packing_probe_accepts_a_model_that_isolates(tiny_tokenizer, tiny_model):
+    assert check_packing_isolates(tiny_model, len(tiny_tokenizer))
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_tokenizer, tiny_model):
+    batch = collate(make_items(tiny_tokenizer, 4), 2)
+    tiny_model.train()
+    loss_a, grads_a = loss_and_grads(tiny_model, batch)
+    tiny_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    loss_b, grads_b = loss_and_grads(tiny_model, batch)
+    assert loss_b == pytest.approx(loss_a, abs=1e-6)
+    for name, g in grads_a.items():
+        assert torch.allclose(g, grads_b[name], atol=1e-6), name
+
+
+def _loop(tmp_path, model, items, steps, precision="fp32", evaluate=None, **cfg):
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    loop = LoopConfig(steps, 1, 1.0, precision, checkpoint_every=10**6, keep_checkpoints=1, **cfg)
+    log = MetricsLog(tmp_path / "m.jsonl")
+    state = run_loop(model, opt, make_scheduler(opt, steps, 0, "constant"),
+                     MicroBatches(items, 4, 0, lambda xs: collate(xs, 2)), sft_loss, loop,
+                     LoopState(), tmp_path / "ck", log, torch.device("cpu"), progress=False,
+                     evaluate=evaluate)  # fmt: skip
+    return state, log.read()
+
+
+def test_bf16_autocast_trains_close_to_fp32(tmp_path, tiny_tokenizer, tiny_model):
+    batch = collate(make_items(tiny_tokenizer, 4), 2)
+    with torch.no_grad():
+        fp32, _ = sft_loss(tiny_model, batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16, _ = sft_loss(tiny_model, batch)
+    assert bf16.item() == pytest.approx(fp32.item(), rel=2e-2)
+    _, records = _loop(tmp_path, tiny_model, make_items(tiny_tokenizer), 10, precision="bf16")
+    assert records[-1]["loss"] < records[0]["loss"]
+
+
+def test_eval_every_n_steps_logs_heldout_loss(tmp_path, tiny_tokenizer, tiny_model):
+    calls = []
+
+    def evaluate():
+        calls.append(1)
+        return {"eval_loss": 1.0 / len(calls)}
+
+    state, records = _loop(tmp_path, tiny_model, make_items(tiny_tokenizer), 6, evaluate=evaluate,
+                           eval_every=2)  # fmt: skip
+    assert [r["step"] for r in records if "eval_loss" in r] == [2, 4, 6]
+    assert state.best_step == 6 and not state.stopped_early
+
+
+def test_early_stopping_stops_and_restores_the_best_weights(tmp_path, tiny_tokenizer, tiny_model):
+    losses = iter([0.9, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    snapshots = {}
+    step = [0]
+
+    def evaluate():
+        step[0] += 2
+        snapshots[step[0]] = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
+        return {"eval_loss": next(losses)}
+
+    state, records = _loop(
+        tmp_path,
+        tiny_model,
+        make_items(tiny_tokenizer),
+        20,
+        evaluate=evaluate,
+        eval_every=2,
+        patience=2,
+        restore_best=True,
+    )
+    assert state.stopped_early and state.step == 8  # evals at 2, 4 (best), 6, 8: two bad
+    assert state.best_step == 4 and state.best_eval == 0.5
+    assert records[-1]["step"] == 8
+    for name, p in tiny_model.named_parameters():
+        assert torch.equal(p, snapshots[4][name]), name
+    kept = [p.name for p in list_checkpoints(tmp_path / "ck")]
+    assert "step-000004" in kept  # the best checkpoint survives pruning

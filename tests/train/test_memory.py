@@ -1,0 +1,48 @@
+"""The memory estimate's parts follow from the model and the method."""
+
+import torch
+
+from tuneloop.config import TrainConfig
+from tuneloop.models.adapters import apply_method, load_base
+from tuneloop.models.load import ModelSource
+from tuneloop.train.memory import estimate_memory
+
+LENGTHS = [(100, 10)] * 9 + [(400, 40)]  # (tokens, supervised) per example
+
+
+def model_for(method, tiny_model_dir, **cfg):
+    train = TrainConfig(method=method, **cfg)
+    source = ModelSource("tiny", tiny_model_dir, "folder")
+    torch.manual_seed(0)
+    return apply_method(load_base(source, train, "fp32"), train), train
+
+
+def test_parts_follow_the_parameters(tiny_model_dir):
+    model, cfg = model_for("lora", tiny_model_dir)
+    est = estimate_memory(model, cfg, 4, LENGTHS, "fp32")
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert est.trainable_params == trainable
+    assert est.weights == sum(p.numel() * 4 for p in model.parameters())
+    assert (est.gradients, est.optimizer) == (4 * trainable, 8 * trainable)
+    assert est.tokens_per_micro_batch == 4 * 400  # the 90th percentile item, not the mean
+    assert est.total == est.weights + est.gradients + est.optimizer + est.activations
+    assert "activations" in est.table()
+
+
+def test_methods_and_options_move_the_right_parts(tiny_model_dir):
+    full, cfg_full = model_for("full", tiny_model_dir)
+    lora, cfg_lora = model_for("lora", tiny_model_dir)
+    qlora, cfg_qlora = model_for("qlora", tiny_model_dir)
+    e_full = estimate_memory(full, cfg_full, 4, LENGTHS, "fp32")
+    e_lora = estimate_memory(lora, cfg_lora, 4, LENGTHS, "fp32")
+    e_qlora = estimate_memory(qlora, cfg_qlora, 4, LENGTHS, "fp32")
+    assert e_full.optimizer > 5 * e_lora.optimizer
+    assert e_qlora.weights < e_lora.weights
+    assert e_qlora.total_params == e_lora.total_params  # 4-bit tensors count their values
+    checkpointed = TrainConfig(method="lora", gradient_checkpointing=True)
+    assert estimate_memory(lora, checkpointed, 4, LENGTHS, "fp32").activations < e_lora.activations
+    sgd = TrainConfig(method="full", optimizer="sgd")
+    assert estimate_memory(full, sgd, 4, LENGTHS, "fp32").optimizer == 0
+    assert estimate_memory(lora, cfg_lora, 4, LENGTHS, "fp32", frozen=[full]).weights > (
+        e_lora.weights
+    )
