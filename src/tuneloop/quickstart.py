@@ -71,11 +71,11 @@ def run_quickstart(
 
     folder = Path(folder)
     data_dir = folder / "data"
-    say(f"1/6 dataset: writing the Acme support-intent examples to {data_dir}/support.jsonl")
+    say(f"1/7 dataset: writing the Acme support-intent examples to {data_dir}/support.jsonl")
     source = write_support_intents(data_dir / "support.jsonl", n_per_label=n_per_label, seed=0)
     examples = read_examples(source, format="messages")
 
-    say(f"2/6 lint: {len(examples)} examples")
+    say(f"2/7 lint: {len(examples)} examples")
     findings = lint_examples(examples)
     say(format_findings(findings))
     if any(f.severity == "error" for f in findings):
@@ -85,14 +85,14 @@ def run_quickstart(
     manifest = write_split(
         data_dir, train_ex, heldout_ex, seed=0, heldout_fraction=0.2, sources=[str(source)]
     )
-    say(f"3/6 split: {len(train_ex)} train / {len(heldout_ex)} held-out (manifest {manifest})")
+    say(f"3/7 split: {len(train_ex)} train / {len(heldout_ex)} held-out (manifest {manifest})")
 
     recipe_path = folder / "tuneloop.yaml"
     recipe_dict = quickstart_recipe(folder, model, **train_overrides)
     write_text(recipe_path, yaml.safe_dump(recipe_dict, sort_keys=False))
     recipe = load_recipe(recipe_path)
 
-    say(f"4/6 train: LoRA r={recipe.train.lora.r} on {recipe.model.name}")
+    say(f"4/7 train: LoRA r={recipe.train.lora.r} on {recipe.model.name}")
     run = train(recipe, progress=progress)
     info = run.info()
     say(f"    truncation: {TruncationReport.from_dict(info['truncation']).summary()}")
@@ -101,11 +101,19 @@ def run_quickstart(
         f"({info['tokens_per_s']:.0f} tokens/s), final loss {info['final_loss']:.4f}"
     )
 
-    say("5/6 evaluate: zero-shot baseline and tuned model on the same held-out items")
+    say("5/7 evaluate: zero-shot baseline and tuned model on the same held-out items")
     results = evaluate_run(run, progress=progress)
 
-    say("6/6 verdict")
+    say("6/7 verdict")
     say(verdict_table(results))
+
+    from tuneloop.evaluate.gate import format_gate, run_gate
+    from tuneloop.report.html import build_report
+
+    say("7/7 gate: the other ladder rungs, general-capability and safety probes, base vs tuned")
+    gate = run_gate(run, progress=progress)
+    say(format_gate(gate))
+    say(f"report: {build_report(run)}")
     say(f"run folder: {run.path}")
     return QuickstartResult(run, results, recipe_path)
 

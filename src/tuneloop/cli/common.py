@@ -12,9 +12,13 @@ from tuneloop.errors import UserError
 
 def quiet_libraries() -> None:
     """Keep library chatter (weight-loading bars, advisory warnings) out of the user's way."""
+    import logging
     import warnings
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # bitsandbytes (imported by PEFT) warns at import that an optional hub kernel is missing;
+    # its own CPU path is used instead, so the warning tells the user nothing actionable.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="peft")
     warnings.filterwarnings("ignore", module="transformers")
     try:

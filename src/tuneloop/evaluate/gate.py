@@ -237,6 +237,9 @@ def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport
         run.id, all(c.passed for c in conditions), metric, conditions, ladder_summary, overfit
     )
     write_json(run.path / "gate.json", report.to_dict())
+    from tuneloop.registry import record
+
+    record.gate(run.path, run.id, report.passed, [c.sentence for c in conditions])
     return report
 
 

@@ -199,6 +199,11 @@ def save_result(run: Run, result: RungResult, folder: str = "") -> None:
     lines = "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in result.items)
     write_text(target / f"{result.rung}.jsonl", lines)
     write_json(target / f"{result.rung}.json", result.summary)
+    from tuneloop.registry import record
+
+    suite = folder or "heldout"
+    items = target / f"{result.rung}.jsonl"
+    record.evaluation(run.path, run.id, result.rung, suite, result.summary, items)
 
 
 def evaluate_run(

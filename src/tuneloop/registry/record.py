@@ -14,6 +14,23 @@ def workspace_of(run_path: Path) -> Path:
     return Path(run_path).parent.parent
 
 
+def _ensure_run(reg: Registry, run_path: Path, run_id: str) -> None:
+    """Register a run made before its workspace had a registry (or copied in from elsewhere)."""
+    if reg.run(run_id) is not None:
+        return
+    import json
+
+    import yaml
+
+    recipe_file, info_file = Path(run_path) / "recipe.yaml", Path(run_path) / "run.json"
+    recipe = yaml.safe_load(recipe_file.read_text()) if recipe_file.exists() else {}
+    info = json.loads(info_file.read_text()) if info_file.exists() else {}
+    reg.add_run(run_id, info.get("name", run_id), str(run_path), recipe or {}, info.get("parent"))
+    status = info.get("status")
+    if status and status not in ("created", "training"):
+        reg.update_run(run_id, status=status)
+
+
 def run_created(run_path: Path, run_id: str, name: str, recipe: dict, parent: str | None) -> None:
     with Registry(workspace_of(run_path)) as reg:
         reg.add_run(run_id, name, str(run_path), recipe, parent=parent)
@@ -37,6 +54,7 @@ def run_updated(run_path: Path, run_id: str, fields: dict) -> None:
     if not columns and not summary:
         return
     with Registry(workspace_of(run_path)) as reg:
+        _ensure_run(reg, run_path, run_id)
         if summary:
             current = (reg.run(run_id) or {}).get("summary") or {}
             columns["summary"] = {**current, **summary}
@@ -51,6 +69,7 @@ def dataset_hashes(examples: list[Example]) -> list[list[str]]:
 def datasets_used(run_path: Path, run_id: str, train: list[Example], heldout: list[Example],
                   info: dict, lint: dict | None = None) -> None:  # fmt: skip
     with Registry(workspace_of(run_path)) as reg:
+        _ensure_run(reg, run_path, run_id)
         train_id = reg.add_dataset(
             info["train_sha256"], info["train_file"], dataset_hashes(train), lint
         )
@@ -84,14 +103,17 @@ def evaluation(run_path: Path, run_id: str, rung: str, suite: str, metrics: dict
 
     sha = sha256_file(items_path) if items_path and Path(items_path).exists() else None
     with Registry(workspace_of(run_path)) as reg:
+        _ensure_run(reg, run_path, run_id)
         reg.add_eval(run_id, rung, suite, metrics, str(items_path) if items_path else None, sha)
 
 
 def gate(run_path: Path, run_id: str, passed: bool, reasons: list | dict) -> None:
     with Registry(workspace_of(run_path)) as reg:
+        _ensure_run(reg, run_path, run_id)
         reg.add_gate(run_id, passed, reasons)
 
 
 def export(run_path: Path, run_id: str, kind: str, path: Path, details: dict | None = None) -> None:
     with Registry(workspace_of(run_path)) as reg:
+        _ensure_run(reg, run_path, run_id)
         reg.add_export(run_id, kind, str(path), details)

@@ -198,8 +198,11 @@ def build_report(run: Run) -> Path:
 
     # -- probes and gate
     probe_rows = []
-    for path in sorted(run.eval_dir.glob("*.json")):
+    probe_files = [*run.eval_dir.glob("*.json"), *run.eval_dir.glob("probes/*.json")]
+    for path in sorted(probe_files):
         s = json.loads(path.read_text())
+        if path.parent.name == "probes":
+            s.setdefault("suite", path.stem)
         if s.get("suite", "heldout") != "heldout":
             shown = {k: v for k, v in s.items() if isinstance(v, int | float) and k != "seconds"}
             probe_rows.append([s.get("suite"), s.get("rung", path.stem),
@@ -211,7 +214,10 @@ def build_report(run: Run) -> Path:
     if gate_path.exists():
         gate = json.loads(gate_path.read_text())
         verdict = "SHIP" if gate.get("passed") else "DO NOT SHIP"
-        reasons = gate.get("reasons") or [c.get("message", str(c)) for c in gate.get("checks", [])]
+        reasons = gate.get("reasons") or [
+            f"[{'ok' if c.get('passed') else 'FAIL'}] {c.get('sentence', c)}"
+            for c in gate.get("conditions", [])
+        ]
         items = "".join(f"<li>{html.escape(str(r))}</li>" for r in reasons)
         cls = "pass" if gate.get("passed") else "fail"
         sections.append(f'<h2>Gate</h2><p class="{cls}">{verdict}</p><ul>{items}</ul>')
