@@ -107,13 +107,10 @@ def run_quickstart(
     say("6/7 verdict")
     say(verdict_table(results))
 
-    from tuneloop.evaluate.gate import format_gate, run_gate
     from tuneloop.report.html import build_report
 
-    say("7/7 gate: the other ladder rungs, general-capability and safety probes, base vs tuned")
-    gate = run_gate(run, progress=progress)
-    say(format_gate(gate))
-    say(f"report: {build_report(run)}")
+    say(f"7/7 report: {build_report(run)}")
+    say(f"    the full ship decision (ladder rungs, probes): tuneloop gate {run.id}")
     say(f"run folder: {run.path}")
     return QuickstartResult(run, results, recipe_path)
 

@@ -192,6 +192,11 @@ def format_advice(a: Advice) -> str:
             f"{e['estimated_seconds'] / 60:.1f} min; peak memory "
             f"{_gib(e['peak_memory_bytes'])} ({e['peak_memory_scope']})",
         ]
+        if e["method_planned"] != "lora":
+            lines.append(
+                f"  the recipe trains with method `{e['method_planned']}`: these LoRA "
+                "steps only approximate its cost (`tuneloop train` prints its own estimate)"
+            )
     flag = "RESTRICTIVE: " if a.license.restrictive else ""
     lines += ["", f"license: {a.license.license} ({a.license.source}); {flag}{a.license.note}"]
     lines += ["", f"recommendation: {a.verdict}"] + [f"  - {r}" for r in a.reasons]
