@@ -40,7 +40,8 @@ def fake_run(tmp_path) -> Run:
             for label in LABELS
         }  # fmt: skip
         summary = {"rung": rung, "n": 12, "exact_match": correct / 12,
-                   "exact_match_ci": [correct / 12 - 0.1, min(1, correct / 12 + 0.1)],
+                   "ci": {"exact_match": {"value": correct / 12, "low": correct / 12 - 0.1,
+                                          "high": min(1, correct / 12 + 0.1), "n": 12}},
                    "per_label": per_label}  # fmt: skip
         (run.eval_dir / f"{rung}.json").write_text(json.dumps(summary))
         (run.eval_dir / f"{rung}.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))

@@ -46,18 +46,15 @@ def _pct(x) -> str:
 
 
 def _ci(summary: dict, metric: str) -> tuple[float | None, float | None]:
-    """A metric's 95% CI, in whichever of the shapes evaluations write it."""
-    for key in (f"{metric}_ci", "ci"):
-        value = summary.get(key)
-        if isinstance(value, list | tuple) and len(value) == 2:
-            return float(value[0]), float(value[1])
+    """A metric's CI from an evaluation summary: `ci: {metric: {low, high}}` (what
+    `tuneloop eval` writes) or a `[low, high]` pair under `<metric>_ci` or `ci`."""
+    for value in (summary.get(f"{metric}_ci"), summary.get("ci")):
         if isinstance(value, dict) and metric in value:
-            lo, hi = value[metric]
-            return float(lo), float(hi)
-    cis = summary.get("cis") or summary.get("confidence_intervals")
-    if isinstance(cis, dict) and metric in cis:
-        lo, hi = cis[metric][:2] if isinstance(cis[metric], list) else cis[metric].values()
-        return float(lo), float(hi)
+            value = value[metric]
+        if isinstance(value, dict) and "low" in value and "high" in value:
+            return float(value["low"]), float(value["high"])
+        if isinstance(value, list | tuple) and len(value) >= 2:
+            return float(value[0]), float(value[1])
     return None, None
 
 
