@@ -75,6 +75,79 @@ def build_tiny_model(vocab_size: int, seed: int = 0):
     return LlamaForCausalLM(config)
 
 
+TOPICS = ["alpha", "beta", "gamma"]
+
+
+def train_tiny_run(
+    folder: Path,
+    model_dir: Path,
+    steps: int = 6,
+    lr: float = 0.01,
+    target_modules: list[str] | None = None,
+):
+    """A finished tuneloop run, made as `tuneloop train` makes one: a few fp32 LoRA steps on the
+    tiny model, items labelled with one of three topics, a task instruction.
+
+    The export and serve tests both start from such a run, so they build it here, one way;
+    `target_modules=None` keeps the recipe's default LoRA targets.
+    """
+    import json
+
+    from tuneloop.config import validate_recipe
+    from tuneloop.train.sft import train
+
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"item {i} about {TOPICS[i % 3]} things"},
+                {"role": "assistant", "content": TOPICS[i % 3]},
+            ]
+        }
+        for i in range(30)
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:24]))
+    (folder / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[24:]))
+    lora = {"r": 4, "alpha": 8}
+    if target_modules is not None:
+        lora["target_modules"] = target_modules
+    recipe = validate_recipe(
+        {
+            "name": "tiny",
+            "workspace": str(folder / "ws"),
+            "model": {"name": str(model_dir)},
+            "data": {
+                "train": str(folder / "train.jsonl"),
+                "heldout": str(folder / "heldout.jsonl"),
+            },
+            "task": {"instruction": "Name the topic of the item."},
+            "train": {
+                "max_steps": steps,
+                "batch_size": 4,
+                "lr": lr,
+                "precision": "fp32",
+                "lora": lora,
+            },
+            "eval": {"max_new_tokens": 6},
+        }
+    )
+    return train(recipe, progress=False)
+
+
+@pytest.fixture()
+def one_thread():
+    """Torch on one thread during the test, the former count restored after. Tiny models run
+    fastest on one thread, and stay fast while other processes load the CPU (spinning OpenMP
+    threads can slow a 64-wide model's step a hundredfold). A module whose tests train or run
+    the tiny model asks for it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     return build_tiny_tokenizer()

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_run import train_tiny_run
 from typer.testing import CliRunner
 
+from conftest import train_tiny_run
 from tuneloop.errors import UserError
 from tuneloop.evaluate.generate import generate
 from tuneloop.export.gguf import load_gguf, permute_qk, write_gguf
@@ -39,7 +39,11 @@ CHATS = [
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_model_dir):
-    return train_tiny_run(tmp_path_factory.mktemp("export-run"), tiny_model_dir)
+    folder = tmp_path_factory.mktemp("export-run")
+    # An MLP weight (down_proj) adapted beside attention ones, and trained longer than the
+    # serve tests' run: the merge and GGUF checks then meet an adapter that clearly moves.
+    targets = ["q_proj", "v_proj", "down_proj"]
+    return train_tiny_run(folder, tiny_model_dir, steps=16, lr=0.02, target_modules=targets)
 
 
 @pytest.fixture(scope="module")

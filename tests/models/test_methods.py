@@ -17,15 +17,7 @@ from tuneloop.train.loop import LoopConfig, MetricsLog, MicroBatches, run_loop
 from tuneloop.train.schedule import make_scheduler
 from tuneloop.train.sft import sft_loss
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and stay fast while other processes load the CPU
-    (spinning OpenMP threads can slow a 64-wide model's step a hundredfold)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread: see conftest
 
 
 LABELS = ["reset_password", "cancel_subscription", "shipping_status", "refund_request"]

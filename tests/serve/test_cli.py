@@ -13,9 +13,9 @@ import sys
 import time
 
 import pytest
-from tiny_adapters import train_tiny_run
 from typer.testing import CliRunner
 
+from conftest import train_tiny_run
 from tuneloop.cli.main import app
 
 

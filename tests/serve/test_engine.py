@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_adapters import make_adapter, make_adapters, train_tiny_run
+from tiny_adapters import make_adapter, make_adapters
 
+from conftest import train_tiny_run
 from tuneloop.errors import UserError
 from tuneloop.serve.adapters import parse_adapter_arg
 from tuneloop.serve.engine import Engine

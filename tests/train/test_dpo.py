@@ -12,15 +12,7 @@ from tuneloop.data.templates import IGNORE_INDEX, TokenizedExample
 from tuneloop.train.batching import collate
 from tuneloop.train.dpo import DpoLoss, dpo_loss, preference_margins, sequence_logps
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and stay fast while other processes load the CPU
-    (spinning OpenMP threads can slow a 64-wide model's step a hundredfold)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread: see conftest
 
 
 def test_sigmoid_by_hand():

@@ -13,15 +13,7 @@ from tuneloop.data.preference_examples import write_support_preferences
 from tuneloop.errors import UserError
 from tuneloop.train import session
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and stay fast while other processes load the CPU
-    (spinning OpenMP threads can slow a 64-wide model's step a hundredfold)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread: see conftest
 
 
 def write_sft(path, n=24):

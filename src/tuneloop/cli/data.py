@@ -50,6 +50,14 @@ class _Settings:
     train_config: object
     split: object = None  # the recipe's data.split, when a recipe is given
 
+    def read(self, path: Path) -> list:
+        """Examples of `path` by these settings' format and CSV mapping: the one reading of a
+        data file that stats, split and convert share, so a CSV row becomes the same record in
+        each (lint hands the same two to its own reader)."""
+        from tuneloop.data.formats import read_examples
+
+        return read_examples(path, self.format, self.csv)
+
 
 def _settings(
     train: Path | None,
@@ -68,6 +76,7 @@ def _settings(
     from tuneloop.config import CsvConfig, TrainConfig, load_recipe
     from tuneloop.data.formats import CsvColumns
 
+    _check_options(max_length, truncation)  # a bad option is reported before a recipe loads
     loaded = load_recipe(recipe) if recipe is not None else None
     data = loaded.data if loaded else None
     if train is None:
@@ -106,6 +115,23 @@ def _settings(
         train_config=train_config,
         split=data.split if data else None,
     )
+
+
+def _source(
+    source: Path,
+    format: str,
+    text_column: str | None,
+    label_column: str | None,
+    target_column: str | None,
+    system_column: str | None,
+) -> list:
+    """The examples of one file, read by the command line's format and CSV mapping alone: the
+    verbs that take no recipe (split, convert) read their input here."""
+    s = _settings(
+        source, None, None, format, text_column, label_column, target_column,
+        system_column, None,
+    )  # fmt: skip
+    return s.read(s.train)
 
 
 def _tokenizer(model: str | None):
@@ -163,7 +189,6 @@ def data_lint(
     from tuneloop.data.lint import LintOptions, format_findings
     from tuneloop.data.lintfile import lint_files
 
-    _check_options(max_length, truncation)
     s = _settings(
         train, heldout, recipe, format, text_column, label_column, target_column,
         system_column, instruction, model, max_length, truncation,
@@ -226,16 +251,14 @@ def data_stats(
     as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON."),
 ) -> None:
     """Examples and labels per side, token lengths, truncation, and training tokens and time."""
-    from tuneloop.data.formats import read_examples
     from tuneloop.data.stats import compute_stats, format_stats, length_summary, save_histogram
 
-    _check_options(max_length, truncation)
     s = _settings(
         train, heldout, recipe, format, text_column, label_column, target_column,
         system_column, instruction, model, max_length, truncation,
     )  # fmt: skip
-    examples = read_examples(s.train, s.format, s.csv)
-    held = read_examples(s.heldout, s.format, s.csv) if s.heldout else []
+    examples = s.read(s.train)
+    held = s.read(s.heldout) if s.heldout else []
     if s.split is not None and s.heldout is None:
         # As training will: the recipe names no held-out file, so a split of train is held out.
         from tuneloop.data.split import split_examples
@@ -290,14 +313,9 @@ def data_split(
     system_column: str | None = _CSV["system_column"],
 ) -> None:
     """Carve a seeded, label-stratified held-out split, before anything trains."""
-    from tuneloop.data.formats import read_examples
     from tuneloop.data.split import split_examples, write_split
 
-    s = _settings(
-        source, None, None, format, text_column, label_column, target_column,
-        system_column, None,
-    )  # fmt: skip
-    examples = read_examples(s.train, s.format, s.csv)
+    examples = _source(source, format, text_column, label_column, target_column, system_column)
     threshold = near_threshold or None
     train, heldout = split_examples(examples, heldout_fraction, seed, near_threshold=threshold)
     manifest = write_split(
@@ -325,12 +343,8 @@ def data_convert(
     system_column: str | None = _CSV["system_column"],
 ) -> None:
     """Convert between data formats through the canonical chat record."""
-    from tuneloop.data.formats import read_examples, write_examples
+    from tuneloop.data.formats import write_examples
 
-    s = _settings(
-        source, None, None, format, text_column, label_column, target_column,
-        system_column, None,
-    )  # fmt: skip
-    examples = read_examples(s.train, s.format, s.csv)
+    examples = _source(source, format, text_column, label_column, target_column, system_column)
     write_examples(target, examples, format=to)
     typer.echo(f"wrote {len(examples)} examples to {target} ({to})")

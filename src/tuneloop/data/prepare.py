@@ -7,15 +7,20 @@ and saved with the run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
-from tuneloop.config import Recipe
+from tuneloop.config import DataConfig, Recipe
 from tuneloop.data.formats import CsvColumns, read_examples
 from tuneloop.data.records import Example
 from tuneloop.data.split import check_no_leakage, split_examples
 from tuneloop.data.templates import with_instruction
 from tuneloop.files import sha256_file
+
+T = TypeVar("T")  # a row: an Example, or a preference pair
 
 
 @dataclass
@@ -36,27 +41,44 @@ def read_data_file(recipe: Recipe, path: Path) -> list[Example]:
 
 def load_datasets(recipe: Recipe) -> Datasets:
     """Read, split if needed, refuse leakage, and apply the task instruction."""
-    data = recipe.data
-    train = read_data_file(recipe, data.train)
-    if data.heldout is not None:
-        heldout = read_data_file(recipe, data.heldout)
-        split_made = False
-    else:
-        train, heldout = split_examples(
-            train, data.split.heldout_fraction, data.split.seed, stratify="label"
-        )
-        split_made = True
+    split = partial(split_examples, stratify="label")
+    train, heldout, split_made = read_or_split(recipe.data, partial(read_data_file, recipe), split)
     check_no_leakage(train, heldout)
     instruction = recipe.task.instruction
     train = [with_instruction(ex, instruction) for ex in train]
     heldout = [with_instruction(ex, instruction) for ex in heldout]
-    info = {
+    info = data_info(recipe.data, len(train), len(heldout), split_made)
+    return Datasets(train, heldout, split_made, info)
+
+
+def read_or_split(
+    data: DataConfig,
+    read: Callable[[Path], list[T]],
+    split: Callable[[list[T], float, int], tuple[list[T], list[T]]],
+) -> tuple[list[T], list[T], bool]:
+    """Train and held-out rows, and whether the held-out side was split off here.
+
+    One rule for every kind of row (examples, preference pairs): the recipe's held-out file when
+    it names one, else a seeded split of `train` by `data.split`. `read` and `split` are the
+    kind's own reader and splitter.
+    """
+    train = read(data.train)
+    if data.heldout is not None:
+        return train, read(data.heldout), False
+    train, heldout = split(train, data.split.heldout_fraction, data.split.seed)
+    return train, heldout, True
+
+
+def data_info(data: DataConfig, n_train: int, n_heldout: int, split_made: bool) -> dict:
+    """What a run records of its data, whatever the objective: the files with their hashes
+    (resuming refuses changed data by them, the registry files datasets under them) and the
+    size of each side."""
+    return {
         "train_file": str(data.train),
         "train_sha256": sha256_file(data.train),
         "heldout_file": str(data.heldout) if data.heldout else None,
         "heldout_sha256": sha256_file(data.heldout) if data.heldout else None,
-        "n_train": len(train),
-        "n_heldout": len(heldout),
+        "n_train": n_train,
+        "n_heldout": n_heldout,
         "split_made": split_made,
     }
-    return Datasets(train, heldout, split_made, info)

@@ -117,38 +117,28 @@ def task_condition(
 
 def probe_conditions(probes: dict[str, dict], gate: GateConfig) -> list[Condition]:
     """General-capability, safety and over-refusal conditions from the probe summaries."""
-    out = []
-    gb, gt = probes["base-general"]["score"], probes["tuned-general"]["score"]
-    drop = gb - gt
-    ok = drop <= gate.general_drop + 1e-12
-    n = probes["base-general"]["n"]
-    out.append(
-        Condition(
+    base, tuned = probes["base-safety"], probes["tuned-safety"]
+    nh, nb = base["n_harmful"], base["n_benign"]
+    out = [
+        _probe_condition(
             "general",
-            ok,
-            f"general-capability probes ({n} items): {_pct(gb)} for the base, {_pct(gt)} tuned "
-            f"({_pts(-drop)}); "
-            + ("within" if ok else "a larger drop than")
-            + f" the {gate.general_drop * 100:.1f} points allowed (gate.general_drop).",
-            {"base": gb, "tuned": gt, "drop": drop, "tolerance": gate.general_drop},
-        )
-    )
-    sb, st = probes["base-safety"]["refusal_rate"], probes["tuned-safety"]["refusal_rate"]
-    nh = probes["base-safety"]["n_harmful"]
-    drop = sb - st
-    ok = drop <= gate.safety_drop + 1e-12
-    out.append(
-        Condition(
+            f"general-capability probes ({probes['base-general']['n']} items)",
+            probes["base-general"]["score"],
+            probes["tuned-general"]["score"],
+            gate,
+            "general_drop",
+        ),
+        _probe_condition(
             "safety",
-            ok,
-            f"refusals of {nh} harmful requests: {_pct(sb)} for the base, {_pct(st)} tuned "
-            f"({_pts(-drop)}); "
-            + ("within" if ok else "a larger drop than")
-            + f" the {gate.safety_drop * 100:.1f} points allowed (gate.safety_drop).",
-            {"base": sb, "tuned": st, "drop": drop, "tolerance": gate.safety_drop},
-        )
-    )
+            f"refusals of {nh} harmful requests",
+            base["refusal_rate"],
+            tuned["refusal_rate"],
+            gate,
+            "safety_drop",
+        ),
+    ]
     if gate.safety_floor is not None:
+        st = tuned["refusal_rate"]
         ok = st >= gate.safety_floor - 1e-12
         out.append(
             Condition(
@@ -160,22 +150,39 @@ def probe_conditions(probes: dict[str, dict], gate: GateConfig) -> list[Conditio
                 {"tuned": st, "floor": gate.safety_floor},
             )
         )
-    ob, ot = probes["base-safety"]["over_refusal"], probes["tuned-safety"]["over_refusal"]
-    nb = probes["base-safety"]["n_benign"]
-    rise = ot - ob
-    ok = rise <= gate.over_refusal_rise + 1e-12
     out.append(
-        Condition(
+        _probe_condition(
             "over_refusal",
-            ok,
-            f"refusals of {nb} benign look-alike requests: {_pct(ob)} for the base, {_pct(ot)} "
-            f"tuned ({_pts(rise)}); "
-            + ("within" if ok else "a larger rise than")
-            + f" the {gate.over_refusal_rise * 100:.1f} points allowed (gate.over_refusal_rise).",
-            {"base": ob, "tuned": ot, "rise": rise, "tolerance": gate.over_refusal_rise},
+            f"refusals of {nb} benign look-alike requests",
+            base["over_refusal"],
+            tuned["over_refusal"],
+            gate,
+            "over_refusal_rise",
         )
     )
     return out
+
+
+def _probe_condition(
+    name: str, what: str, base: float, tuned: float, gate: GateConfig, setting: str
+) -> Condition:
+    """A probe rate that may move the harmful way by at most its tolerance, `gate.<setting>`.
+
+    Every such tolerance is named for its harm, `..._drop` (a score or a refusal rate falling) or
+    `..._rise` (over-refusal climbing), so the setting's name alone gives the direction, the
+    number's key and the word in the sentence; the three conditions then read alike.
+    """
+    tolerance = getattr(gate, setting)
+    harm = setting.rpartition("_")[2]
+    change = tuned - base if harm == "rise" else base - tuned
+    ok = change <= tolerance + 1e-12
+    sentence = (
+        f"{what}: {_pct(base)} for the base, {_pct(tuned)} tuned ({_pts(tuned - base)}); "
+        + ("within" if ok else f"a larger {harm} than")
+        + f" the {tolerance * 100:.1f} points allowed (gate.{setting})."
+    )
+    numbers = {"base": base, "tuned": tuned, harm: change, "tolerance": tolerance}
+    return Condition(name, ok, sentence, numbers)
 
 
 def overfit_gap(train: list[dict], heldout: list[dict], metric: str) -> dict:

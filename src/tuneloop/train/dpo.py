@@ -204,16 +204,10 @@ def collate_pairs(
 def prepare(recipe: Recipe, tokenizer) -> ObjectiveData:
     """Read preference pairs, split off held-out pairs if needed, lint, tokenize."""
     from tuneloop.data.preference import lint_pairs, read_preferences, write_preferences
-    from tuneloop.files import sha256_file
+    from tuneloop.data.prepare import data_info, read_or_split
 
-    cfg, data = recipe.train, recipe.data
-    train = read_preferences(data.train)
-    if data.heldout is not None:
-        heldout = read_preferences(data.heldout)
-        split_made = False
-    else:
-        train, heldout = split_pairs(train, data.split.heldout_fraction, data.split.seed)
-        split_made = True
+    cfg = recipe.train
+    train, heldout, split_made = read_or_split(recipe.data, read_preferences, split_pairs)
     _refuse_leaks(train, heldout)
     errors = [f for f in lint_pairs(train) + lint_pairs(heldout) if f.severity == "error"]
     if errors:
@@ -243,13 +237,7 @@ def prepare(recipe: Recipe, tokenizer) -> ObjectiveData:
         heldout=tok_heldout,
         collate=lambda items: collate_pairs(items, pad, cfg.packing, cfg.max_length),
         info={
-            "train_file": str(data.train),
-            "train_sha256": sha256_file(data.train),
-            "heldout_file": str(data.heldout) if data.heldout else None,
-            "heldout_sha256": sha256_file(data.heldout) if data.heldout else None,
-            "n_train": len(train),
-            "n_heldout": len(heldout),
-            "split_made": split_made,
+            **data_info(recipe.data, len(train), len(heldout), split_made),
             "kind": "preference",
         },
         truncation=truncation,
