@@ -123,3 +123,40 @@ def test_a_task_metric_that_is_not_per_item_names_the_field(monkeypatch, tiny_to
         run_mod.evaluate_rung(None, tiny_tokenizer, "zero-shot", examples, recipe, "fp32", False)
     assert err.value.problems[0].where == "task.metric"
     assert "exact_match" in err.value.problems[0].fix
+
+
+@pytest.mark.parametrize("method", ["full", "qlora"])
+def test_tuned_rung_evaluates_full_weights_and_qlora_adapters(ladder_run, tiny_model_dir,
+                                                              tiny_tokenizer, method):  # fmt: skip
+    """The tuned rung loads what the method saved: `model/` for full fine-tuning, the adapter
+    on a 4-bit base for QLoRA; its answers are the trained model's own."""
+    import torch
+
+    from tuneloop.config import TrainConfig
+    from tuneloop.models.adapters import apply_method, load_base, output_folder, save_trained
+    from tuneloop.models.load import ModelSource
+
+    recipe = yaml.safe_load(ladder_run.recipe_path.read_text())
+    recipe["train"] = {"method": method, "precision": "fp32"}
+    ladder_run.recipe_path.write_text(yaml.safe_dump(recipe))
+    cfg = TrainConfig(method=method)
+    torch.manual_seed(1)
+    model = apply_method(load_base(ModelSource("tiny", tiny_model_dir, "folder"), cfg, "fp32"), cfg)
+    with torch.no_grad():  # "training": move every trainable weight
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.5)
+    save_trained(model, tiny_tokenizer, ladder_run.path / output_folder(method))
+
+    results = run_mod.evaluate_run(ladder_run, rungs=("tuned",), progress=False)
+    examples = run_mod.heldout_examples(ladder_run, Recipe.model_validate(recipe))
+    want = generate(model, tiny_tokenizer, [ex.prompt_messages for ex in examples],
+                    max_new_tokens=3)  # fmt: skip
+    items = run_mod.load_items(ladder_run.eval_dir / "tuned.jsonl")
+    assert results["tuned"]["n"] == len(examples)
+    assert [i["prediction"] for i in items] == want
+
+
+def test_tuned_rung_of_an_unfinished_run_is_refused(ladder_run):
+    with pytest.raises(run_mod.UserError, match="no finished adapter/"):
+        run_mod.evaluate_run(ladder_run, rungs=("tuned",), progress=False)

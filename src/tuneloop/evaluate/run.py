@@ -220,18 +220,13 @@ def evaluate_run(
     """
     import torch
 
-    from tuneloop.models.adapters import load_adapter
     from tuneloop.models.load import load
     from tuneloop.train.loop import resolve_precision
 
     recipe = load_recipe(run.recipe_path)
-    needs_adapter = "tuned" in rungs or "tuned" in probes or train_gap
-    if needs_adapter and not (run.adapter_dir / "adapter_config.json").is_file():
-        raise UserError(
-            f"run {run.id} has no finished adapter (status: {run.info().get('status')})",
-            str(run.path),
-            f"finish training first: tuneloop train --resume --run {run.path}",
-        )
+    needs_tuned = "tuned" in rungs or "tuned" in probes or train_gap
+    if needs_tuned:
+        trained_output(run, recipe)  # refuse an unfinished run before any weights load
     examples = heldout_examples(run, recipe)
     train = train_examples(run, recipe) if set(rungs) & {"few-shot", "retrieval-few-shot"} else []
     model, tokenizer, _ = load(recipe.model.name, recipe.model.trust_remote_code)
@@ -249,8 +244,8 @@ def evaluate_run(
     if "base" in probes:
         for result in evaluate_probes(model, tokenizer, "base", recipe, precision, progress):
             keep(result, "probes")
-    if needs_adapter:
-        model = load_adapter(model, run.adapter_dir)
+    if needs_tuned:
+        model = load_tuned(run, recipe, model, precision, device)
     if "tuned" in rungs:
         keep(evaluate_rung(model, tokenizer, "tuned", examples, recipe, precision, progress))
     if train_gap and recipe.eval.train_sample:
@@ -263,6 +258,35 @@ def evaluate_run(
         for result in evaluate_probes(model, tokenizer, "tuned", recipe, precision, progress):
             keep(result, "probes")
     return results
+
+
+def trained_output(run: Run, recipe: Recipe) -> Path:
+    """The run's finished `adapter/` (or `model/` for full fine-tuning) folder."""
+    from tuneloop.models.adapters import output_folder
+
+    folder = run.path / output_folder(recipe.train.method)
+    if not ((folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()):
+        raise UserError(
+            f"run {run.id} has no finished {folder.name}/ (status: {run.info().get('status')})",
+            str(run.path),
+            f"finish training first: tuneloop train --resume --run {run.path}",
+        )
+    return folder
+
+
+def load_tuned(run: Run, recipe: Recipe, base, precision: str, device):
+    """The model the run trained, as it trained: its adapter on `base`, on a freshly loaded
+    4-bit base for QLoRA (the adapter learned to correct the quantized weights), or the full
+    fine-tuned weights (`base` unused)."""
+    from tuneloop.models.adapters import load_base, load_trained
+    from tuneloop.models.load import resolve
+
+    folder = trained_output(run, recipe)
+    if recipe.train.method == "qlora":
+        source = resolve(recipe.model.name, recipe.model.trust_remote_code)
+        base = load_base(source, recipe.train, precision, recipe.model.trust_remote_code)
+    model = load_trained(base, folder)
+    return model.to(device) if recipe.train.method == "full" else model
 
 
 def train_sample(examples: list[Example], n: int, seed: int = 0) -> list[Example]:
