@@ -159,6 +159,12 @@ class TrainConfig(Section):
         description="Pack each batch's examples into shared rows, with no attention "
         "across example boundaries.",
     )
+    share_prefix: bool = Field(
+        True,
+        description="Run the prompt tokens every example of a batch starts with (a shared "
+        "system prompt) once per batch, not once per example: the same loss and gradients, "
+        "less work. SFT and distillation, padded batches, no gradient checkpointing.",
+    )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, ~30% slower."
     )

@@ -14,15 +14,7 @@ from tuneloop.train.loop import LoopConfig, MetricsLog, MicroBatches, run_loop
 from tuneloop.train.schedule import make_scheduler
 from tuneloop.train.sft import sft_loss
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and stay fast while other processes load the CPU
-    (spinning OpenMP threads can slow a 64-wide model's step a hundredfold)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread: see conftest
 
 
 LABELS = ["reset_password", "cancel_subscription", "shipping_status", "refund_request"]
@@ -159,3 +151,87 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path, tiny_token
         assert torch.equal(p, snapshots[4][name]), name
     kept = [p.name for p in list_checkpoints(tmp_path / "ck")]
     assert "step-000004" in kept  # the best checkpoint survives pruning
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3"])
+def test_frozen_weights_in_bf16_give_the_same_loss_and_gradients(tiny_tokenizer, tiny_model,
+                                                                  method):  # fmt: skip
+    from tuneloop.config import TrainConfig
+    from tuneloop.models.adapters import apply_method, store_frozen_in_bf16
+
+    model = apply_method(tiny_model, TrainConfig(method=method, lora={"dropout": 0.0}))
+    model.train()
+    batch = collate(make_items(tiny_tokenizer, 4), 2)
+
+    def autocast_loss_and_grads():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return loss_and_grads(model, batch)
+
+    loss_a, grads_a = autocast_loss_and_grads()
+    converted = store_frozen_in_bf16(model, method)
+    head = model.get_base_model().get_output_embeddings().weight
+    assert converted > 0 and head.dtype == torch.float32  # tied embeddings stay float32
+    loss_b, grads_b = autocast_loss_and_grads()
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    assert loss_b == pytest.approx(loss_a, abs=1e-6)
+    for name, g in grads_a.items():
+        assert torch.allclose(g, grads_b[name], atol=1e-6, rtol=1e-5), name
+
+
+def test_dora_keeps_float32_frozen_weights(tiny_model):
+    from tuneloop.config import TrainConfig
+    from tuneloop.models.adapters import apply_method, store_frozen_in_bf16
+
+    model = apply_method(tiny_model, TrainConfig(method="dora"))
+    assert store_frozen_in_bf16(model, "dora") == 0
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def items_with_system_prompt(tok, n=6):
+    system = "classify the support message into one label. " * 3
+    items = []
+    for i in range(n):
+        chat = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": f"message {i}: " + "please help " * (i % 3)},
+            {"role": "assistant", "content": LABELS[i % len(LABELS)]},
+        ]
+        items.append(tokenize_example(tok, Example(chat, source=f"t:{i}")))
+    return items
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_shared_prefix_gives_the_same_loss_and_gradients(tiny_tokenizer, tiny_model, method,
+                                                          monkeypatch):  # fmt: skip
+    from tuneloop.config import TrainConfig
+    from tuneloop.models.adapters import apply_method
+    from tuneloop.train import forward
+
+    calls = []
+    shared_pass = forward.shared_prefix_hidden
+    monkeypatch.setattr(forward, "shared_prefix_hidden",
+                        lambda *a: calls.append(a[2]) or shared_pass(*a))  # fmt: skip
+
+    model = apply_method(tiny_model, TrainConfig(method=method, lora={"dropout": 0.0}))
+    model.train()
+    items = items_with_system_prompt(tiny_tokenizer)
+    plain = collate(items, 2)
+    shared = collate(items, 2, share_prefix=True)
+    prefix = shared["shared_prefix"]
+    assert prefix >= 16  # the system prompt and more
+    first_target = min(int((row != -100).nonzero()[0]) for row in shared["labels"])
+    assert prefix <= first_target - 1  # no target's input inside the prefix
+    loss_a, grads_a = loss_and_grads(model, plain)
+    loss_b, grads_b = loss_and_grads(model, shared)
+    assert calls == [prefix]  # the plain batch took the plain path, the shared one did not
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    assert loss_b == pytest.approx(loss_a, abs=1e-5)
+    for name, g in grads_a.items():
+        assert torch.allclose(g, grads_b[name], atol=1e-5, rtol=1e-4), name
+
+
+def test_shared_prefix_is_not_used_where_it_cannot_hold(tiny_tokenizer):
+    items = items_with_system_prompt(tiny_tokenizer)
+    assert collate(items[:1], 2, share_prefix=True)["shared_prefix"] == 0  # one row
+    assert collate(make_items(tiny_tokenizer), 2, share_prefix=True)["shared_prefix"] == 0  # short
+    assert "shared_prefix" not in collate(items, 2, packing=True, capacity=512, share_prefix=True)

@@ -137,6 +137,43 @@ def apply_method(model, cfg: TrainConfig, tokenizer_path: str | Path | None = No
     return get_peft_model(model, peft_config(cfg, tokenizer_path))
 
 
+# Methods whose frozen weights are used only in matrix products, where bf16 autocast rounds them
+# to bf16 at every use anyway. DoRA is left out: it takes the norm of each frozen weight.
+_BF16_FROZEN = ("lora", "ia3", "prefix", "prompt")
+
+
+def store_frozen_in_bf16(model, method: str) -> int:
+    """Keep the frozen weights of the linear layers in bf16 for training under bf16 autocast.
+
+    Autocast casts a float32 weight to bf16 at every matrix product and keeps that copy for the
+    backward pass; a weight stored in bf16 gives the same bf16 operand, so the loss and the
+    gradients are unchanged, with half the weight memory, no copies and no cast per step. The
+    embeddings (and the LM head tied to them) and the norms stay float32, so the residual
+    stream keeps its float32 precision. Those are copied into memory too: transformers maps the
+    weight file, and the mapping (all of it that was read) stays resident until no tensor
+    points into it. Returns how many parameters were converted to bf16.
+    """
+    import torch
+
+    if method not in _BF16_FROZEN:
+        return 0
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    keep = {id(m.weight) for m in (base.get_input_embeddings(), base.get_output_embeddings())
+            if m is not None}  # fmt: skip
+    converted = 0
+    for module in base.modules():
+        if type(module) is not torch.nn.Linear:  # PEFT's wrappers hold the nn.Linear inside
+            continue
+        for p in module.parameters(recurse=False):
+            if not p.requires_grad and id(p) not in keep and p.dtype == torch.float32:
+                p.data = p.data.to(torch.bfloat16)
+                converted += p.numel()
+    for p in base.parameters():  # the rest leaves the mapped file
+        if not p.requires_grad and p.dtype == torch.float32:
+            p.data = p.data.clone()
+    return converted
+
+
 def peft_config(cfg: TrainConfig, tokenizer_path: str | Path | None = None):
     """The PEFT config of an adapter method."""
     import peft

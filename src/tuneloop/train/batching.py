@@ -10,6 +10,9 @@ shape the shared forward (`train/forward.py`) reads:
     position_ids   (B, T)   packed rows only: positions restart at 0 for every sequence
     n_seqs      how many sequences the batch holds
     n           supervised next-token targets (the loop normalises the loss by it)
+    shared_prefix  padded rows only, when asked: P > 0 when every row starts with the same P
+                   tokens and none of them is a target's input (`train/forward.py` then runs
+                   those P tokens once for the whole batch)
 
 Packing three sequences of 5, 3 and 2 tokens into rows of 8 (first fit, longest first):
 
@@ -29,14 +32,46 @@ import torch
 from tuneloop.data.templates import IGNORE_INDEX, TokenizedExample
 
 
+# A shorter common prefix is not worth a second pass through the model.
+MIN_SHARED_PREFIX = 16
+
+
 def collate(
-    seqs: list[TokenizedExample], pad_id: int, packing: bool = False, capacity: int = 0
+    seqs: list[TokenizedExample],
+    pad_id: int,
+    packing: bool = False,
+    capacity: int = 0,
+    share_prefix: bool = False,
 ) -> dict:
-    """Padded rows (right padding), or rows of at most `capacity` tokens when `packing`."""
+    """Padded rows (right padding), or rows of at most `capacity` tokens when `packing`;
+    `share_prefix` marks a prompt prefix all padded rows have in common."""
     batch = pack(seqs, pad_id, capacity) if packing else pad(seqs, pad_id)
     batch["n_seqs"] = len(seqs)
     batch["n"] = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    if share_prefix and not packing:
+        batch["shared_prefix"] = shared_prefix_length(seqs)
     return batch
+
+
+def shared_prefix_length(seqs: list[TokenizedExample]) -> int:
+    """Tokens every sequence starts with (a system prompt, an instruction), up to the input of
+    the first target, and leaving every row at least one token of its own; 0 when fewer than
+    `MIN_SHARED_PREFIX` or for a single sequence.
+
+    Position t's hidden state predicts token t+1, so the prefix must end before the position
+    that predicts the first supervised token: its hidden states are computed once, not per row.
+    """
+    if len(seqs) < 2:
+        return 0
+    first, limit = seqs[0].input_ids, min(len(s.input_ids) for s in seqs) - 1
+    for s in seqs:
+        targets = [t for t, label in enumerate(s.labels) if label != IGNORE_INDEX and t > 0]
+        if targets:
+            limit = min(limit, targets[0] - 1)
+    n = 0
+    while n < limit and all(s.input_ids[n] == first[n] for s in seqs):
+        n += 1
+    return n if n >= MIN_SHARED_PREFIX else 0
 
 
 def pad(seqs: list[TokenizedExample], pad_id: int) -> dict:

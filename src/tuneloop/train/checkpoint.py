@@ -23,7 +23,8 @@ class LoopState:
     """Where training stands: the next optimizer step to run and what came before it."""
 
     step: int = 0  # optimizer steps completed
-    tokens: int = 0  # input tokens seen
+    tokens: int = 0  # input tokens seen, padding included (what the model computed on)
+    real_tokens: int = 0  # the examples' own tokens, padding excluded
     supervised_tokens: int = 0
     elapsed: float = 0.0  # seconds of training, summed over resumed sessions
     best_eval: float | None = None  # lowest held-out loss so far

@@ -12,6 +12,18 @@ never needed.
 Methods that change the model's inputs rather than its layers (prefix and prompt tuning put
 virtual tokens in front) go through the PEFT model's own forward instead, which computes the
 full logits; the virtual positions are dropped.
+
+A batch whose rows all start with the same prompt tokens (`batch["shared_prefix"]` = P, see
+`train/batching.py`: a system prompt, an instruction) runs those P tokens once, as one row,
+and the rest of every row on top of their keys and values, expanded over the batch:
+
+    prefix  (1, P)       -> keys and values of P positions (with their autograd history)
+    rest    (B, T - P)   -> hidden states at positions P .. T-1, attending to prefix + row
+
+The result is the same function of the weights (the rows' prefix hidden states are identical,
+so computing them once changes nothing but the work); the gradient that flows back through
+the expansion is the sum over rows, exactly what B copies would have received. With a long
+shared instruction this removes most of a batch's tokens from the forward and backward pass.
 """
 
 from __future__ import annotations
@@ -55,9 +67,32 @@ def supervised_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, t
         logits = logits[:, :-1][keep]  # (N, V)
     else:
         decoder, head = decoder_and_head(model)
-        hidden = decoder(**model_inputs(batch)).last_hidden_state  # (B, T, H)
-        logits = head(hidden[:, :-1][keep])  # (N, V)
+        prefix = batch.get("shared_prefix", 0)
+        if prefix and not getattr(decoder, "gradient_checkpointing", False):
+            # Hidden states from position P on: no target's input lies before P.
+            hidden = shared_prefix_hidden(decoder, batch, prefix)  # (B, T - P, H)
+            logits = head(hidden[:, :-1][keep[:, prefix:]])
+        else:
+            hidden = decoder(**model_inputs(batch)).last_hidden_state  # (B, T, H)
+            logits = head(hidden[:, :-1][keep])  # (N, V)
     return logits, targets[keep], batch["seq_index"][:, 1:][keep]
+
+
+def shared_prefix_hidden(decoder, batch: dict, prefix: int) -> torch.Tensor:
+    """Hidden states at positions `prefix`.. of every row, the shared prefix run once.
+    (Gradient checkpointing is off here: transformers drops the cache under it.)"""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    rows, width = ids.shape
+    cache = decoder(input_ids=ids[:1, :prefix], use_cache=True).past_key_values
+    cache.batch_repeat_interleave(rows)  # (1, ...) -> (rows, ...), gradients summed back
+    positions = torch.arange(prefix, width, device=ids.device).expand(rows, -1)
+    return decoder(
+        input_ids=ids[:, prefix:],
+        attention_mask=mask,  # prefix and row: the mask covers all `width` positions
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+    ).last_hidden_state
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -207,9 +207,13 @@ def run_loop(
         micro = [
             _to(batches.batch(step * cfg.grad_accum + k), device) for k in range(cfg.grad_accum)
         ]
-        local = [sum(int(b["n"]) for b in micro), sum(b["input_ids"].numel() for b in micro)]
-        counts = dist.sum(torch.tensor(local))  # supervised terms, tokens: over all processes
-        denom, tokens = int(counts[0]), int(counts[1])
+        local = [
+            sum(int(b["n"]) for b in micro),
+            sum(b["input_ids"].numel() for b in micro),
+            sum(int((b["seq_index"] >= 0).sum()) for b in micro if b.get("weight", 1.0)),
+        ]
+        counts = dist.sum(torch.tensor(local))  # over all processes
+        denom, tokens, real_tokens = (int(c) for c in counts)  # supervised terms, tokens
         loss_total = torch.zeros((), device=device)
         extras: dict[str, float] = {}
         for k, b in enumerate(micro):
@@ -235,6 +239,7 @@ def run_loop(
 
         state.step += 1
         state.tokens += tokens
+        state.real_tokens += real_tokens
         state.supervised_tokens += denom
         state.elapsed += time.perf_counter() - t0
         session_tokens += tokens

@@ -12,7 +12,8 @@
         with H the hidden size, I the MLP width and KV the key/value width; at 4 bytes in
         float32, about 2.5 with bf16 autocast (matrix products in bf16, norms in float32).
         Under bf16 autocast each matrix product also keeps the bf16 copy of its weight for
-        the backward pass: 2 bytes per weight of the layers.
+        the backward pass: 2 bytes per weight of the layers (none where the frozen weights are
+        stored in bf16, see `models.adapters.store_frozen_in_bf16`).
         Gradient checkpointing keeps only each layer's input (H values, float32) plus one
         layer's full set, recomputed in the backward pass. The LM head adds the logits at the
         supervised positions: 3 float32 copies of N x V (logits, log-softmax, its gradient).
@@ -116,7 +117,8 @@ def _activation_bytes(model, cfg, tokens: int, supervised: int, precision: str) 
     vocab = getattr(config, "vocab_size", 0)
     per_value = 4.0 if precision == "fp32" else 2.5
     per_layer = tokens * (11 * hidden + 4 * width + 3 * kv // 2) * per_value
-    if precision == "bf16":  # the bf16 weight copies autocast keeps for the backward pass
+    if precision == "bf16" and _frozen_linears_float32(base):
+        # the bf16 weight copies autocast keeps for the backward pass
         per_layer += 2 * (2 * hidden * hidden + 2 * hidden * kv // 2 + 3 * hidden * width)
     if getattr(cfg, "gradient_checkpointing", False):
         body = layers * tokens * hidden * 4 + per_layer
@@ -126,6 +128,16 @@ def _activation_bytes(model, cfg, tokens: int, supervised: int, precision: str) 
         supervised = tokens
     head = 3 * supervised * vocab * 4
     return int(body + head)
+
+
+def _frozen_linears_float32(model) -> bool:
+    """Whether the layers' linear weights are float32 (cast to bf16 copies by autocast) rather
+    than stored in bf16 (`models.adapters.store_frozen_in_bf16`) or quantized."""
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return any(type(m) is torch.nn.Linear and m is not head and m.weight.dtype == torch.float32
+               and not m.weight.requires_grad for m in model.modules())  # fmt: skip
 
 
 def _bytes(p) -> int:

@@ -12,7 +12,6 @@ which needs the model, runs before the run folder appears). Objectives own their
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from tuneloop.models.adapters import (
     output_folder,
     save_trained,
     skeleton,
+    store_frozen_in_bf16,
 )
 from tuneloop.models.load import load_tokenizer, resolve, weights_hash
 from tuneloop.train import distributed
@@ -60,7 +60,7 @@ def objective_module(name: str):
 def prepare(recipe: Recipe):
     """Everything that can be checked without weights: (source, tokenizer, data)."""
     cfg = recipe.train
-    if cfg.method != "full" and _fsdp_requested():
+    if cfg.method != "full" and distributed.fsdp_requested():
         raise UserError(
             f"FSDP shards whole weights, but method `{cfg.method}` trains an adapter",
             "accelerate launch --use_fsdp",
@@ -121,6 +121,8 @@ def train(
             "train.packing",
             "set `train.packing: false` for this model",
         )
+    if precision == "bf16":
+        store_frozen_in_bf16(model, cfg.method)
     loss_fn = objective_module(cfg.objective).make_loss(recipe, model, source, device)
 
     # Everything that can fail on the user's input has run: only now does a run folder appear.
@@ -170,7 +172,11 @@ def train(
             data.collate(data.heldout[i : i + batch_size])
             for i in range(0, len(data.heldout), batch_size)
         ]
-        evaluate = lambda: evaluate_loss(model, loss_fn, held, device, precision, dist)  # noqa: E731
+        evaluate = (
+            _fsdp_evaluation(step_module, held, device, precision)
+            if dist.fsdp
+            else lambda: evaluate_loss(model, loss_fn, held, device, precision, dist)
+        )
     stopping = cfg.early_stopping
     loop_cfg = LoopConfig(
         total_steps=total_steps,
@@ -196,9 +202,10 @@ def train(
         model, optimizer, scheduler, batches, loss_fn, loop_cfg, state, run.checkpoints, log,
         device, progress, evaluate=evaluate, dist=dist, step_module=step_module,
     )  # fmt: skip
+    loop_seconds = time.perf_counter() - started
 
     # Under FSDP every process holds a shard: gathering the full weights is collective.
-    state_dict = _full_state_dict(dist, step_module) if dist.fsdp else None
+    state_dict = _full_state_dict(step_module) if dist.fsdp else None
     if dist.main:
         save_output(model, tokenizer, run, recipe, state_dict)
         losses = [r["loss"] for r in log.read()]
@@ -209,11 +216,13 @@ def train(
             best_eval_loss=state.best_eval,
             best_step=state.best_step,
             tokens=state.tokens,
+            real_tokens=state.real_tokens,
             supervised_tokens=state.supervised_tokens,
             train_seconds=round(state.elapsed, 2),
             tokens_per_s=round(state.tokens / max(state.elapsed, 1e-9), 1),
             final_loss=losses[-1] if losses else None,
             output=str(run.path / output_folder(cfg.method)),
+            loop_seconds=round(loop_seconds, 3),
             wall_seconds_this_session=round(time.perf_counter() - started, 2),
         )
     dist.barrier()
@@ -262,17 +271,33 @@ def save_output(model, tokenizer, run: Run, recipe: Recipe, state_dict: dict | N
     tmp.rename(final)
 
 
-def _full_state_dict(dist, step_module) -> dict:
-    """The whole model's weights from FSDP shards (on the main process), keys as the model's."""
-    state = dist.accelerator.get_state_dict(step_module)
+def _fsdp_evaluation(step_module, held: list[dict], device, precision: str) -> Callable:
+    """The held-out loss under FSDP. It goes through the FSDP module (a `LossModule`: calling
+    it on a batch gives the loss), whose forward gathers the weights, since the bare model holds
+    only this process's shards. Every process evaluates every batch: each forward is
+    collective, so all processes must run as many, and each then has the whole loss without a
+    sum (the same as one process computes)."""
+    return lambda: evaluate_loss(step_module, torch.nn.Module.__call__, held, device, precision)
+
+
+def _full_state_dict(step_module) -> dict:
+    """The whole model's weights from FSDP shards, keys as the model's: on the main process's
+    CPU (the others get an empty dict). PyTorch's `get_model_state_dict` reads FSDP1 (what
+    Accelerate wraps on GPUs) and FSDP2 (what `distributed.shard` applies on CPUs) alike.
+
+    A tied weight (an LM head sharing the embedding) is gathered once per name, as separate
+    tensors; it is put back as one tensor under both names, which `save_pretrained` recognises
+    and writes once, as it does for the bare model."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(step_module, options=options)
+    first: dict[int, str] = {}
+    for name, param in step_module.named_parameters(remove_duplicate=False):
+        kept = first.setdefault(id(param), name)
+        if kept != name and kept in state and name in state:
+            state[name] = state[kept]
     return {k.removeprefix("model."): v for k, v in state.items()}
-
-
-def _fsdp_requested() -> bool:
-    """Set by `accelerate launch --use_fsdp` in every process it starts."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get(
-        "ACCELERATE_USE_FSDP", "false"
-    ).lower() in ("1", "true")
 
 
 def _check_same_data(run: Run, info: dict) -> None:

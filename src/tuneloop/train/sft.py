@@ -54,7 +54,7 @@ def prepare(recipe: Recipe, tokenizer) -> ObjectiveData:
     return ObjectiveData(
         train=train,
         heldout=heldout,
-        collate=lambda items: collate(items, pad, cfg.packing, cfg.max_length),
+        collate=lambda items: collate(items, pad, cfg.packing, cfg.max_length, cfg.share_prefix),
         info=data.info,
         truncation=truncation.__dict__,
         write_split=save_split if data.split_made else None,
