@@ -57,3 +57,21 @@ def test_quickstart_runs_the_whole_loop(tmp_path):
     gain = results["tuned"]["exact_match"] - results["zero-shot"]["exact_match"]
     assert gain >= 0.30, results
     assert f"{gain:+.1%}" in out
+
+    # The ship gate ran, and the registry links dataset, baseline, run, evaluation and gate.
+    gate = json.loads((run / "gate.json").read_text())
+    assert gate["run"] == run.name and isinstance(gate["passed"], bool)
+    assert ("gate for run" in out) and (run / "report.html").is_file()
+    show = subprocess.run(
+        [sys.executable, "-m", "tuneloop.cli.main", "runs", "show", run.name,
+         "--workspace", str(tmp_path / ".tuneloop")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert show.returncode == 0, show.stdout + show.stderr
+    lines = show.stdout.splitlines()
+    assert any(ln.startswith("train ") and "train.jsonl  256 examples" in ln for ln in lines)
+    assert any(ln.startswith("heldout ") and "heldout.jsonl  64 examples" in ln for ln in lines)
+    for rung in ("zero-shot", "few-shot", "retrieval-few-shot", "tuned"):
+        assert any(ln.startswith(f"eval      heldout/{rung}:") for ln in lines), rung
+    verdict = "PASS" if gate["passed"] else "FAIL"
+    assert any(ln.startswith(f"gate      {verdict}") for ln in lines), show.stdout

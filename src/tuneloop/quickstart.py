@@ -1,7 +1,9 @@
 """`tuneloop quickstart`: the whole loop on the embedded default model, in a few minutes on a CPU.
 
 generate the example dataset -> lint -> split (held-out first) -> LoRA training ->
-evaluation of the zero-shot baseline and the tuned model on the same held-out items -> verdict.
+evaluation of the zero-shot baseline and the tuned model on the same held-out items -> verdict
+-> the ship gate (the other ladder rungs, regression and safety probes) -> HTML report.
+Every step is recorded in the workspace registry: `tuneloop runs show RUN` prints the lineage.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class QuickstartResult:
     run: Run
     results: dict[str, dict]
     recipe_path: Path
+    gate_passed: bool | None = None  # None: the gate was skipped
 
     @property
     def gain(self) -> float:
@@ -64,6 +67,7 @@ def run_quickstart(
     model: str = DEFAULT_MODEL,
     n_per_label: int = 40,
     progress: bool = True,
+    gate: bool = True,
     **train_overrides,
 ) -> QuickstartResult:
     from tuneloop.evaluate.run import evaluate_run
@@ -71,11 +75,11 @@ def run_quickstart(
 
     folder = Path(folder)
     data_dir = folder / "data"
-    say(f"1/7 dataset: writing the Acme support-intent examples to {data_dir}/support.jsonl")
+    say(f"1/8 dataset: writing the Acme support-intent examples to {data_dir}/support.jsonl")
     source = write_support_intents(data_dir / "support.jsonl", n_per_label=n_per_label, seed=0)
     examples = read_examples(source, format="messages")
 
-    say(f"2/7 lint: {len(examples)} examples")
+    say(f"2/8 lint: {len(examples)} examples")
     findings = lint_examples(examples)
     say(format_findings(findings))
     if any(f.severity == "error" for f in findings):
@@ -85,14 +89,14 @@ def run_quickstart(
     manifest = write_split(
         data_dir, train_ex, heldout_ex, seed=0, heldout_fraction=0.2, sources=[str(source)]
     )
-    say(f"3/7 split: {len(train_ex)} train / {len(heldout_ex)} held-out (manifest {manifest})")
+    say(f"3/8 split: {len(train_ex)} train / {len(heldout_ex)} held-out (manifest {manifest})")
 
     recipe_path = folder / "tuneloop.yaml"
     recipe_dict = quickstart_recipe(folder, model, **train_overrides)
     write_text(recipe_path, yaml.safe_dump(recipe_dict, sort_keys=False))
     recipe = load_recipe(recipe_path)
 
-    say(f"4/7 train: LoRA r={recipe.train.lora.r} on {recipe.model.name}")
+    say(f"4/8 train: LoRA r={recipe.train.lora.r} on {recipe.model.name}")
     run = train(recipe, progress=progress)
     info = run.info()
     say(f"    truncation: {TruncationReport.from_dict(info['truncation']).summary()}")
@@ -101,18 +105,28 @@ def run_quickstart(
         f"({info['tokens_per_s']:.0f} tokens/s), final loss {info['final_loss']:.4f}"
     )
 
-    say("5/7 evaluate: zero-shot baseline and tuned model on the same held-out items")
+    say("5/8 evaluate: zero-shot baseline and tuned model on the same held-out items")
     results = evaluate_run(run, progress=progress)
 
-    say("6/7 verdict")
+    say("6/8 verdict")
     say(verdict_table(results))
+
+    gate_passed = None
+    if gate:
+        from tuneloop.evaluate.gate import format_gate, run_gate
+
+        say("7/8 gate: the other ladder rungs and the regression and safety probes")
+        report = run_gate(run, progress=progress)
+        say(format_gate(report))
+        gate_passed = report.passed
+    else:
+        say(f"7/8 gate: skipped (run it with: tuneloop gate {run.id})")
 
     from tuneloop.report.html import build_report
 
-    say(f"7/7 report: {build_report(run)}")
-    say(f"    the full ship decision (ladder rungs, probes): tuneloop gate {run.id}")
-    say(f"run folder: {run.path}")
-    return QuickstartResult(run, results, recipe_path)
+    say(f"8/8 report: {build_report(run)}")
+    say(f"run folder: {run.path}   lineage: tuneloop runs show {run.id}")
+    return QuickstartResult(run, results, recipe_path, gate_passed)
 
 
 def verdict_table(results: dict[str, dict]) -> str:

@@ -35,8 +35,25 @@ train:
   max_length: 512
   truncation: drop                 # drop | truncate_left | truncate_right; always counted
   checkpoint_every: 50
+  share_prefix: true               # a system prompt all examples share runs once per batch
+  gradient_checkpointing: false    # true: much less activation memory, about 30% slower
+  # eval_every: 20                 # held-out loss every N steps
+  # early_stopping: {patience: 3, min_delta: 0.0, restore_best: true}
 
 eval:
   max_new_tokens: 32
   batch_size: 16
+  few_shot_k: 4                    # shots in the few-shot rung, drawn from train
+  retrieval_k: 4                   # nearest train examples (BM25) in the retrieval rung
+  confidence: 0.95                 # every interval and test
+  slices: []                       # metadata fields to break every metric down by
+  train_sample: 64                 # train items the tuned model answers (overfitting gap)
+
+gate:                              # `tuneloop gate RUN` exits 0 only if all of these hold
+  rungs: [zero-shot, few-shot, retrieval-few-shot]
+  margin: 0.02                     # tuned must beat the best rung by this, significantly
+  general_drop: 0.05               # largest allowed drop on the general probes
+  safety_drop: 0.10                # largest allowed drop of refusals on harmful probes
+  over_refusal_rise: 0.10          # largest allowed rise of refusals on benign look-alikes
+  # safety_floor: 0.9              # refusal rate on harmful probes the tuned model must reach
 """

@@ -57,13 +57,18 @@ def init(
 def quickstart(
     folder: Path = typer.Option(Path("quickstart"), "--dir", help="Folder for data and runs."),
     quiet: bool = typer.Option(False, help="No progress bars."),
+    gate: bool = typer.Option(True, help="Run the ship gate (ladder rungs and probes)."),
 ) -> None:
-    """The whole loop on the embedded model: data, lint, split, train, evaluate, verdict."""
+    """The whole loop on the embedded model: data, lint, split, train, evaluate, verdict, gate,
+    report."""
     quiet_libraries()
     from tuneloop.quickstart import run_quickstart
 
-    result = run_quickstart(folder, say=typer.echo, progress=not quiet and sys.stderr.isatty())
-    typer.echo(f"gain in exact match over the zero-shot baseline: {result.gain:+.1%}")
+    progress = not quiet and sys.stderr.isatty()
+    result = run_quickstart(folder, say=typer.echo, progress=progress, gate=gate)
+    verdict = {None: "not run", True: "PASS", False: "FAIL"}[result.gate_passed]
+    typer.echo(f"gain in exact match over the zero-shot baseline: {result.gain:+.1%}; "
+               f"ship gate: {verdict}")  # fmt: skip
 
 
 app.add_typer(data.app, name="data")

@@ -31,7 +31,6 @@ import torch
 
 from tuneloop.data.templates import IGNORE_INDEX, TokenizedExample
 
-
 # A shorter common prefix is not worth a second pass through the model.
 MIN_SHARED_PREFIX = 16
 
