@@ -163,7 +163,7 @@ class TrainConfig(Section):
         True,
         description="Run the prompt tokens every example of a batch starts with (a shared "
         "system prompt) once per batch, not once per example: the same loss and gradients, "
-        "less work. SFT and distillation, padded batches, no gradient checkpointing.",
+        "less work. Every objective; padded batches, no gradient checkpointing.",
     )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, ~30% slower."

@@ -169,3 +169,32 @@ def test_dpo_training_raises_the_margin_on_heldout_pairs(tmp_path, tiny_tokenize
     assert records[-1]["reward_accuracy"] == 1.0
     after = sum(preference_margins(model, tiny_tokenizer, heldout)) / len(heldout)
     assert after > before + 1.0, (before, after)
+
+
+def test_dpo_loss_is_the_same_with_the_shared_prompt_run_once(tiny_tokenizer, tiny_model):
+    from peft import LoraConfig, get_peft_model
+
+    from tuneloop.train.dpo import collate_pairs, tokenize_pairs
+
+    system = {"role": "system", "content": "classify the support message into one label. " * 2}
+    pairs = [
+        PreferencePair([system, {"role": "user", "content": f"please help with message {i}"}],
+                       "cancel_subscription", "refund_request", source=f"p:{i}")
+        for i in range(3)
+    ]  # fmt: skip
+    torch.manual_seed(0)
+    model = get_peft_model(tiny_model, LoraConfig(r=4, lora_dropout=0.0, task_type="CAUSAL_LM",
+                                                  target_modules=["q_proj", "v_proj"]))  # fmt: skip
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # policy differs from the reference
+    items, _ = tokenize_pairs(tiny_tokenizer, pairs, 256, "drop")
+    loss = DpoLoss(DpoConfig(beta=0.1))
+    plain = collate_pairs(items, 2)
+    shared = collate_pairs(items, 2, share_prefix=True)
+    assert shared["shared_prefix"] >= 16
+    (a, _), (b, _) = loss(model, plain), loss(model, shared)
+    assert b.item() == pytest.approx(a.item(), abs=1e-5)
+    one = collate_pairs(items[:1], 2, share_prefix=True)  # a single pair: its whole prompt
+    assert one["shared_prefix"] > shared["shared_prefix"]

@@ -193,10 +193,17 @@ def tokenize_pairs(
 
 
 def collate_pairs(
-    pairs: list[TokenizedPair], pad_id: int, packing: bool = False, capacity: int = 0
+    pairs: list[TokenizedPair],
+    pad_id: int,
+    packing: bool = False,
+    capacity: int = 0,
+    share_prefix: bool = False,
 ) -> dict:
-    """2P sequences (chosen_0, rejected_0, ...) in one batch; its loss terms are the P pairs."""
-    batch = collate([s for p in pairs for s in (p.chosen, p.rejected)], pad_id, packing, capacity)
+    """2P sequences (chosen_0, rejected_0, ...) in one batch; its loss terms are the P pairs.
+    With `share_prefix`, the prompt a whole batch starts with runs once (for one pair, all of
+    its prompt: chosen and rejected answer the same one)."""
+    seqs = [s for p in pairs for s in (p.chosen, p.rejected)]
+    batch = collate(seqs, pad_id, packing, capacity, share_prefix)
     batch["n"] = len(pairs)
     return batch
 
@@ -235,7 +242,9 @@ def prepare(recipe: Recipe, tokenizer) -> ObjectiveData:
     return ObjectiveData(
         train=tok_train,
         heldout=tok_heldout,
-        collate=lambda items: collate_pairs(items, pad, cfg.packing, cfg.max_length),
+        collate=lambda items: collate_pairs(
+            items, pad, cfg.packing, cfg.max_length, cfg.share_prefix
+        ),
         info={
             **data_info(recipe.data, len(train), len(heldout), split_made),
             "kind": "preference",
