@@ -46,6 +46,10 @@ class CsvConfig(Section):
 class SplitConfig(Section):
     heldout_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 0
+    near_threshold: float = Field(
+        0.8, ge=0, le=1,
+        description="Keep near-duplicate prompts (Jaccard >= this) on one side; 0: exact only.",
+    )  # fmt: skip
 
 
 class DataConfig(Section):

@@ -14,7 +14,7 @@ data:
   heldout: data/heldout.jsonl      # omit to have a seeded, label-stratified split made for you
   format: auto
   # csv: {text: text, label: label}   # for CSV: which columns hold the message and the label
-  split: {heldout_fraction: 0.2, seed: 0}
+  split: {heldout_fraction: 0.2, seed: 0, near_threshold: 0.8}  # near-duplicates stay together
 
 task:
   kind: auto                       # label | json | text; decides the metrics

@@ -103,3 +103,24 @@ def test_split_keeps_near_twins_on_one_side():
     train, heldout = split_examples(examples, 0.25, 0)
     held = {e.source for e in heldout}
     assert any((f"d:{2 * i + 1}" in held) != (f"d:{2 * i + 2}" in held) for i in range(60))
+
+
+def test_the_split_a_recipe_makes_keeps_near_twins_on_one_side(tmp_path):
+    """`train` without a held-out file splits as `tuneloop data split` does."""
+    import json
+
+    from tuneloop.config import validate_recipe
+    from tuneloop.data.prepare import load_datasets
+
+    rows = []
+    for i, t in enumerate(distinct(60, seed=1)):
+        for text in (t, t + " thanks!"):  # a near-twin pair
+            rows.append({"messages": [{"role": "user", "content": text},
+                                      {"role": "assistant", "content": f"l{i % 3}"}]})  # fmt: skip
+    path = tmp_path / "all.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = validate_recipe({"data": {"train": str(path), "split": {"heldout_fraction": 0.25}}})
+    data = load_datasets(recipe)
+    held = {ex.messages[-2]["content"].removesuffix(" thanks!") for ex in data.heldout}
+    kept = {ex.messages[-2]["content"].removesuffix(" thanks!") for ex in data.train}
+    assert data.split_made and held and not held & kept

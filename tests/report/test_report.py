@@ -45,7 +45,11 @@ def fake_run(tmp_path) -> Run:
                    "per_label": per_label}  # fmt: skip
         (run.eval_dir / f"{rung}.json").write_text(json.dumps(summary))
         (run.eval_dir / f"{rung}.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
-    gate = {"passed": False, "reasons": ["safety refusal rate fell from 90% to 40%"]}
+    gate = {
+        "passed": False,
+        "reasons": ["safety refusal rate fell from 90% to 40%"],
+        "overfit": {"note": "train 100.0% vs held-out 58.3% exact_match (+41.7 points)"},
+    }
     (run.path / "gate.json").write_text(json.dumps(gate))
     return run
 
@@ -57,7 +61,8 @@ def test_report_is_self_contained_with_every_section(tmp_path):
     # loss, rungs, per class, confusion matrix and the `channel` slice
     assert page.count('<img class="plot"') == 5
     for text in ("Loss", "Baseline ladder vs tuned", "Confusion matrix", "Slice: channel",
-                 "DO NOT SHIP", "safety refusal rate", "Failures (2 of 12"):  # fmt: skip
+                 "DO NOT SHIP", "safety refusal rate", "Failures (2 of 12",
+                 "Overfitting (reported, not gated): train 100.0%"):  # fmt: skip
         assert text in page, text
 
 

@@ -41,7 +41,10 @@ def read_data_file(recipe: Recipe, path: Path) -> list[Example]:
 
 def load_datasets(recipe: Recipe) -> Datasets:
     """Read, split if needed, refuse leakage, and apply the task instruction."""
-    split = partial(split_examples, stratify="label")
+    # Near-duplicates kept on one side, as `tuneloop data split` does: a paraphrase on both
+    # sides would be a leak the exact check cannot see.
+    near = recipe.data.split.near_threshold or None
+    split = partial(split_examples, stratify="label", near_threshold=near)
     train, heldout, split_made = read_or_split(recipe.data, partial(read_data_file, recipe), split)
     check_no_leakage(train, heldout)
     instruction = recipe.task.instruction

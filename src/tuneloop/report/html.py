@@ -217,7 +217,11 @@ def build_report(run: Run) -> Path:
         ]
         items = "".join(f"<li>{html.escape(str(r))}</li>" for r in reasons)
         cls = "pass" if gate.get("passed") else "fail"
-        sections.append(f'<h2>Gate</h2><p class="{cls}">{verdict}</p><ul>{items}</ul>')
+        overfit = (gate.get("overfit") or {}).get("note")
+        note = (
+            f"<p>Overfitting (reported, not gated): {html.escape(overfit)}</p>" if overfit else ""
+        )
+        sections.append(f'<h2>Gate</h2><p class="{cls}">{verdict}</p><ul>{items}</ul>{note}')
 
     # -- human review
     ratings_path = run.path / "review" / "ratings.json"
