@@ -46,3 +46,13 @@ def test_methods_and_options_move_the_right_parts(tiny_model_dir):
     assert estimate_memory(lora, cfg_lora, 4, LENGTHS, "fp32", frozen=[full]).weights > (
         e_lora.weights
     )
+
+
+def test_a_shared_prefix_lowers_activations_unless_checkpointing(tiny_model_dir):
+    model, cfg = model_for("lora", tiny_model_dir)
+    alone = estimate_memory(model, cfg, 4, LENGTHS, "fp32")
+    shared = estimate_memory(model, cfg, 4, LENGTHS, "fp32", shared_tokens=3 * 300)
+    assert shared.activations < alone.activations
+    model, cfg = model_for("lora", tiny_model_dir, gradient_checkpointing=True)
+    assert (estimate_memory(model, cfg, 4, LENGTHS, "fp32", shared_tokens=900).activations
+            == estimate_memory(model, cfg, 4, LENGTHS, "fp32").activations)  # fmt: skip

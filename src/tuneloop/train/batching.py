@@ -62,14 +62,15 @@ def shared_prefix_length(seqs: list[TokenizedExample]) -> int:
     """
     if len(seqs) < 2:
         return 0
-    first, limit = seqs[0].input_ids, min(len(s.input_ids) for s in seqs) - 1
+    first = seqs[0].input_ids
+    n = len(first) - 1
     for s in seqs:
-        targets = [t for t, label in enumerate(s.labels) if label != IGNORE_INDEX and t > 0]
-        if targets:
-            limit = min(limit, targets[0] - 1)
-    n = 0
-    while n < limit and all(s.input_ids[n] == first[n] for s in seqs):
-        n += 1
+        n = min(n, len(s.input_ids) - 1)
+        target = next((t for t, label in enumerate(s.labels) if label != IGNORE_INDEX and t > 0),
+                      None)  # fmt: skip
+        if target is not None:
+            n = min(n, target - 1)
+        n = next((i for i in range(n) if s.input_ids[i] != first[i]), n)
     return n if n >= MIN_SHARED_PREFIX else 0
 
 

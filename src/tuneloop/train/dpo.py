@@ -27,7 +27,7 @@ from tuneloop.data.templates import (
     assistant_spans,
 )
 from tuneloop.errors import Problem, UserError
-from tuneloop.train.batching import collate
+from tuneloop.train.batching import collate, shared_prefix_length
 from tuneloop.train.forward import sequence_sums, supervised_logits, token_logprobs
 from tuneloop.train.objective import ObjectiveData
 
@@ -258,6 +258,12 @@ def prepare(recipe: Recipe, tokenizer) -> ObjectiveData:
             )
             for p in tok_train
         ],  # fmt: skip
+        sequences_per_item=2,
+        shared_prefix=(
+            shared_prefix_length([s for p in tok_train for s in (p.chosen, p.rejected)])
+            if cfg.share_prefix and not cfg.packing
+            else 0
+        ),
     )
 
 

@@ -78,11 +78,14 @@ def estimate_memory(
     lengths: list[tuple[int, int]],
     precision: str,
     frozen: list | None = None,
+    shared_tokens: int = 0,
 ) -> MemoryEstimate:
     """Estimate for `model` (method applied) training on items of (tokens, supervised) sizes.
 
     A micro-batch is taken as `batch_size` items of the 90th-percentile size, so that most
-    steps fit in the estimate, not the average one.
+    steps fit in the estimate, not the average one. `shared_tokens`: tokens of such a batch
+    that a shared prompt prefix takes out of the transformer body (they run once, not once
+    per sequence; `train/forward.py`).
     """
     params = list({id(p): p for p in model.parameters()}.values())  # tied weights once
     weights = sum(_bytes(p) for p in params)
@@ -92,7 +95,9 @@ def estimate_memory(
 
     tokens = batch_size * _quantile([t for t, _ in lengths], 0.9)
     supervised = batch_size * _quantile([s for _, s in lengths], 0.9)
-    activations = _activation_bytes(model, cfg, tokens, supervised, precision)
+    if getattr(cfg, "gradient_checkpointing", False):
+        shared_tokens = 0  # the shared pass is off under checkpointing
+    activations = _activation_bytes(model, cfg, tokens - shared_tokens, supervised, precision)
     return MemoryEstimate(
         weights=weights,
         gradients=4 * trainable,

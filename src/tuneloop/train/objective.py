@@ -30,3 +30,8 @@ class ObjectiveData:
     # (tokens, supervised tokens) of each train item, all its sequences together: for the
     # memory estimate
     lengths: list[tuple[int, int]] = field(default_factory=list)
+    # Sequences per train item (a preference pair has two) and the prompt tokens all train
+    # sequences share (`train.share_prefix`: each batch runs at least these once): for the
+    # memory estimate
+    sequences_per_item: int = 1
+    shared_prefix: int = 0

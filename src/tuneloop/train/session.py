@@ -148,7 +148,9 @@ def train(
         )
 
     frozen = getattr(loss_fn, "frozen_models", [])  # a DPO reference copy, a teacher
-    memory = estimate_memory(model, cfg, batch_size, data.lengths, precision, frozen)
+    sequences = batch_size * data.sequences_per_item  # in a micro-batch; a shared prefix
+    shared = (sequences - 1) * data.shared_prefix if sequences > 1 else 0  # runs once of them
+    memory = estimate_memory(model, cfg, batch_size, data.lengths, precision, frozen, shared)
     say(memory.table())
     if dist.main:
         run.update(memory_estimate=memory.as_dict())

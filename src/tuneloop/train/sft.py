@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from tuneloop.config import Recipe
 from tuneloop.data.templates import tokenize_dataset
-from tuneloop.train.batching import collate
+from tuneloop.train.batching import collate, shared_prefix_length
 from tuneloop.train.forward import decoder_and_head, supervised_logits
 from tuneloop.train.objective import ObjectiveData
 
@@ -59,6 +59,7 @@ def prepare(recipe: Recipe, tokenizer) -> ObjectiveData:
         truncation=truncation.__dict__,
         write_split=save_split if data.split_made else None,
         lengths=[(len(i.input_ids), i.n_supervised) for i in train],
+        shared_prefix=shared_prefix_length(train) if cfg.share_prefix and not cfg.packing else 0,
     )
 
 
