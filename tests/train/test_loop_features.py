@@ -235,3 +235,19 @@ def test_shared_prefix_is_not_used_where_it_cannot_hold(tiny_tokenizer):
     assert collate(items[:1], 2, share_prefix=True)["shared_prefix"] == 0  # one row
     assert collate(make_items(tiny_tokenizer), 2, share_prefix=True)["shared_prefix"] == 0  # short
     assert "shared_prefix" not in collate(items, 2, packing=True, capacity=512, share_prefix=True)
+
+
+def test_prefix_sharing_probe_accepts_a_model_that_matches_and_refuses_one_that_does_not(
+    tiny_tokenizer, tiny_model, monkeypatch
+):
+    from tuneloop.train import forward
+
+    assert forward.check_prefix_sharing(tiny_model, len(tiny_tokenizer))
+    monkeypatch.setattr(forward, "shared_prefix_hidden", lambda d, b, p: torch.zeros(2, 4, 64))
+    assert not forward.check_prefix_sharing(tiny_model, len(tiny_tokenizer))
+
+    def broken(*_):
+        raise RuntimeError("this model's cache cannot be expanded")
+
+    monkeypatch.setattr(forward, "shared_prefix_hidden", broken)
+    assert not forward.check_prefix_sharing(tiny_model, len(tiny_tokenizer))

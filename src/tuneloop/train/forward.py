@@ -126,3 +126,30 @@ def check_packing_isolates(model, vocab_size: int) -> bool:
     decoder.train(was_training)
     scale = alone.abs().max().clamp_min(1.0)
     return bool(((packed - alone).abs().max() / scale) < 1e-3)
+
+
+@torch.no_grad()
+def check_prefix_sharing(model, vocab_size: int) -> bool:
+    """True when running a shared prefix once gives this model's plain hidden states: two rows
+    with a common start, through `shared_prefix_hidden` and through the plain forward. A model
+    whose cache or masks behave otherwise (custom code) trains on the plain path instead."""
+    decoder, _ = decoder_and_head(model)
+    was_training = decoder.training
+    decoder.eval()
+    g = torch.Generator().manual_seed(0)
+    device = next(decoder.parameters()).device
+    ids = torch.randint(3, vocab_size, (2, 9), generator=g)
+    ids[1, :5] = ids[0, :5]
+    mask = torch.ones_like(ids)
+    mask[1, -1] = 0  # a padded row, as batches have
+    batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    try:
+        plain = decoder(**batch, use_cache=False).last_hidden_state[:, 5:]
+        shared = shared_prefix_hidden(decoder, batch, 5)
+    except Exception:  # noqa: BLE001 - any failure means: do not use it for this model
+        return False
+    finally:
+        decoder.train(was_training)
+    keep = mask[:, 5:].bool().to(device)
+    scale = plain.abs().max().clamp_min(1.0)
+    return bool(((plain - shared)[keep].abs().max() / scale) < 1e-3)

@@ -34,7 +34,11 @@ from tuneloop.models.adapters import (
 from tuneloop.models.load import load_tokenizer, resolve, weights_hash
 from tuneloop.train import distributed
 from tuneloop.train.checkpoint import LoopState
-from tuneloop.train.forward import check_packing_isolates
+from tuneloop.train.forward import (
+    check_packing_isolates,
+    check_prefix_sharing,
+    is_prompt_learning,
+)
 from tuneloop.train.loop import (
     LoopConfig,
     LossModule,
@@ -121,6 +125,11 @@ def train(
             "train.packing",
             "set `train.packing: false` for this model",
         )
+    if (cfg.share_prefix and not cfg.packing and not is_prompt_learning(model)
+            and not check_prefix_sharing(model, len(tokenizer))):  # fmt: skip
+        say("train.share_prefix: this model does not give the same hidden states through a "
+            "shared prefix; training on the plain path")  # fmt: skip
+        data.collate = _without_shared_prefix(data.collate)
     if precision == "bf16":
         store_frozen_in_bf16(model, cfg.method)
     loss_fn = objective_module(cfg.objective).make_loss(recipe, model, source, device)
@@ -229,6 +238,17 @@ def train(
         )
     dist.barrier()
     return run
+
+
+def _without_shared_prefix(collate: Callable[[list], dict]) -> Callable[[list], dict]:
+    """The objective's collate with the shared-prefix mark removed (the plain forward)."""
+
+    def plain(items: list) -> dict:
+        batch = collate(items)
+        batch.pop("shared_prefix", None)
+        return batch
+
+    return plain
 
 
 def make_optimizer(params: list, cfg) -> torch.optim.Optimizer:
