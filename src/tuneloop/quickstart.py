@@ -85,7 +85,10 @@ def run_quickstart(
     if any(f.severity == "error" for f in findings):
         raise UserError("the generated dataset failed lint", str(source), "report this as a bug")
 
-    train_ex, heldout_ex = split_examples(examples, heldout_fraction=0.2, seed=0)
+    # Near-duplicates stay on one side, as `tuneloop data split` keeps them.
+    train_ex, heldout_ex = split_examples(
+        examples, heldout_fraction=0.2, seed=0, near_threshold=0.8
+    )
     manifest = write_split(
         data_dir, train_ex, heldout_ex, seed=0, heldout_fraction=0.2, sources=[str(source)]
     )
