@@ -96,11 +96,26 @@ class Registry:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self._use_wal()
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self._migrate()
         self.mark_dead_runs_failed()
+
+    def _use_wal(self, wait: float = 30.0) -> None:
+        """Put the file in WAL mode (it stays so). Switching needs the database to itself, and
+        SQLite answers "database is locked" at once, without the busy timeout, when another
+        process opens the new file at the same moment: retry until `wait` seconds are over."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def close(self) -> None:
         self.db.close()
