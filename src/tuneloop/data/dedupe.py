@@ -192,22 +192,39 @@ def near_duplicate_groups(
     _check_threshold(threshold)
     texts = [prompt_text(ex) for ex in examples]
     index = _Index(threshold)
-    parent = list(range(len(examples)))
+    sets = DisjointSets(len(examples))
+    edges = []
+    for i, (shingle_set, sig) in enumerate(_signature_stream(texts)):
+        for j in index.candidates(sig):
+            if sets.find(i) != sets.find(j) and index.similarity(shingle_set, j) >= threshold:
+                sets.union(i, j)
+                edges.append((i, j))
+        index.add(i, shingle_set, sig)
+    return edges
 
-    def root(i: int) -> int:
+
+class DisjointSets:
+    """Union-find over 0..n-1 with path halving: which items have been joined into a group."""
+
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        parent = self.parent
         while parent[i] != i:
             parent[i] = parent[parent[i]]
             i = parent[i]
         return i
 
-    edges = []
-    for i, (shingle_set, sig) in enumerate(_signature_stream(texts)):
-        for j in index.candidates(sig):
-            if root(i) != root(j) and index.similarity(shingle_set, j) >= threshold:
-                parent[root(i)] = root(j)
-                edges.append((i, j))
-        index.add(i, shingle_set, sig)
-    return edges
+    def union(self, i: int, j: int) -> None:
+        self.parent[self.find(i)] = self.find(j)
+
+    def groups(self) -> list[list[int]]:
+        """Members of each group, groups in order of their first member."""
+        out: dict[int, list[int]] = {}
+        for i in range(len(self.parent)):
+            out.setdefault(self.find(i), []).append(i)
+        return list(out.values())
 
 
 def _earliest(

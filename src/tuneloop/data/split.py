@@ -27,6 +27,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
+from tuneloop.data.dedupe import DisjointSets, near_duplicate_groups
 from tuneloop.data.formats import read_examples, write_examples
 from tuneloop.data.records import Example, content_hash, normalize_text, prompt_hash
 from tuneloop.errors import DataError, Problem, UserError
@@ -118,27 +119,14 @@ def _groups(examples: list[Example], near_threshold: float | None = None) -> lis
     """Indices grouped by shared prompt (union-find), in order of each group's first member.
     Exact duplicates share their prompt too, so one hash catches both kinds of leak; with
     `near_threshold`, near-duplicate prompts are joined as well."""
-    parent = list(range(len(examples)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    sets = DisjointSets(len(examples))
     first: dict[str, int] = {}
     for i, ex in enumerate(examples):
-        j = first.setdefault(prompt_hash(ex), i)
-        parent[root(i)] = root(j)
+        sets.union(i, first.setdefault(prompt_hash(ex), i))
     if near_threshold:
-        from tuneloop.data.dedupe import near_duplicate_groups
-
         for i, j in near_duplicate_groups(examples, near_threshold):
-            parent[root(i)] = root(j)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(examples)):
-        groups.setdefault(root(i), []).append(i)
-    return list(groups.values())
+            sets.union(i, j)
+    return sets.groups()
 
 
 def _quotas(sizes: dict[str | None, int], fraction: float) -> dict[str | None, int]:

@@ -24,29 +24,11 @@ from pathlib import Path
 from tuneloop.errors import Problem
 
 MAX_LORA_RANKS = (8, 16, 32, 64, 128, 256)
+_LLAMA_LIKE = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                         "down_proj", "embed_tokens", "lm_head"})  # fmt: skip
 LORA_MODULES = {  # vLLM: packed q/k/v and gate/up are split back into these names on load
-    "llama": {
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-        "embed_tokens",
-        "lm_head",
-    },
-    "mistral": {
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-        "embed_tokens",
-        "lm_head",
-    },
+    "llama": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
     "qwen2": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
 }
 
