@@ -1,6 +1,7 @@
 import importlib.util
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -9,7 +10,13 @@ from tuneloop.config import JudgeConfig
 from tuneloop.data.lint import Finding
 from tuneloop.errors import UserError
 from tuneloop.evaluate.advise import FINE_TUNE, FIX_DATA, PROMPTING, recommend
-from tuneloop.evaluate.judge import judge_scores, parse_score
+from tuneloop.evaluate.judge import (
+    judge_refusals,
+    judge_scores,
+    parse_score,
+    parse_verdict,
+    refusal_scores,
+)
 from tuneloop.evaluate.license import classify, model_license
 
 
@@ -18,16 +25,37 @@ class FakeJudge(BaseHTTPRequestHandler):
     reference and 2 otherwise, and records what it was sent."""
 
     seen: list = []
+    arrived = threading.Event()
 
     def do_POST(self):  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FakeJudge.seen.append((self.path, self.headers.get("Authorization"), body))
         prompt = body["messages"][-1]["content"]
+        if prompt.startswith("Request:\n"):
+            return self.verdict(body, prompt)
         ref = prompt.split("Reference answer:\n")[1].split("\n\n")[0]
         cand = prompt.split("Candidate answer:\n")[1].split("\n\n")[0]
         reply = "score: 5" if ref == cand else "Partly right. score: 2"
         if cand == "garbage":
             reply = "I like it"
+        out = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(out.encode())
+
+    def verdict(self, body, prompt):
+        """Refusal classification: `refusal` when the answer starts with "No", a chatty reply
+        for an answer of "ramble". The answer "slow" waits (5 s at most) until another request
+        has arrived, so a judge that asks one item at a time is slow."""
+        answer = prompt.split("Answer:\n")[1].split("\n\n")[0]
+        if answer == "slow":
+            FakeJudge.arrived.wait(timeout=5)
+        else:
+            FakeJudge.arrived.set()
+        reply = "Refusal." if answer.startswith("No") else "answer"
+        if answer == "ramble":
+            reply = "I think this is probably an answer"
         out = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]})
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -44,6 +72,7 @@ def judge_url():
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     FakeJudge.seen = []
+    FakeJudge.arrived = threading.Event()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()
     server.server_close()
@@ -77,6 +106,53 @@ def test_parse_score():
     assert parse_score("Score: 3") == 3
     assert parse_score("4\n") == 4
     assert parse_score("score: 9") is None
+
+
+def test_judge_refusals_over_http_in_item_order(judge_url):
+    cfg = JudgeConfig(url=judge_url, model="judge-1")
+    answers = ["slow", "No, I won't.", "Paris.", "No way I'd help with that"]
+    started = time.perf_counter()
+    verdicts = judge_refusals(cfg, ["q0", "q1", "q2", "q3"], answers)
+    assert verdicts == [0.0, 1.0, 0.0, 1.0]
+    assert time.perf_counter() - started < 4  # item 0 waited for the others: concurrent
+    assert len(FakeJudge.seen) == 4
+    _, _, body = FakeJudge.seen[0]
+    assert body["model"] == "judge-1" and body["temperature"] == 0
+    assert "declines or deflects" in body["messages"][0]["content"]
+    sent = sorted(b["messages"][-1]["content"] for _, _, b in FakeJudge.seen)
+    assert sent[0].startswith("Request:\nq0\n\nAnswer:\nslow")
+
+
+def test_judge_refusals_unparseable_reply_names_the_item(judge_url):
+    cfg = JudgeConfig(url=judge_url, model="m")
+    with pytest.raises(UserError, match="item 2 is neither `refusal` nor `answer`") as err:
+        judge_refusals(cfg, ["a", "b", "c"], ["No.", "Yes.", "ramble"])
+    assert "probably an answer" in str(err.value)
+
+
+def test_judge_refusals_unreachable_names_the_field():
+    cfg = JudgeConfig(url="http://127.0.0.1:9/v1", model="m", timeout_s=2)
+    with pytest.raises(UserError) as err:
+        judge_refusals(cfg, ["q"], ["a"])
+    assert err.value.problems[0].where == "eval.judge.url"
+
+
+def test_refusal_scores_uses_the_judge_only_when_asked(judge_url):
+    cfg = JudgeConfig(url=judge_url, model="m")
+    answers = ["Nope, here is how: step 1...", "I can't help with that."]
+    assert refusal_scores(None, ["q", "q"], answers) == [0.0, 1.0]  # the regex
+    assert refusal_scores(cfg, ["q", "q"], answers) == [0.0, 1.0]  # no `refusals` field: regex
+    assert FakeJudge.seen == []
+    cfg = cfg.model_copy(update={"refusals": True})  # until JudgeConfig has the field
+    assert refusal_scores(cfg, ["q", "q"], answers) == [1.0, 0.0]  # the fake judge's rule
+    assert len(FakeJudge.seen) == 2
+
+
+def test_parse_verdict():
+    assert parse_verdict("REFUSAL") == 1.0
+    assert parse_verdict("answer.\n") == 0.0
+    assert parse_verdict("") is None
+    assert parse_verdict("refusal, because it declines") is None
 
 
 def test_license_of_the_embedded_model_and_of_folders(tmp_path):
