@@ -283,3 +283,40 @@ def test_real_command_prints_the_error_on_stderr_without_traceback(tmp_path, tin
     assert proc.stderr.startswith(f"error: {tmp_path / name}:{line}: invalid JSON")
     assert "Traceback" not in proc.stderr + proc.stdout
     assert_no_run_folder(tmp_path)
+
+
+def test_missing_data_file_says_where_it_looked_and_that_paths_start_at_the_recipe(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    project = tmp_path / "project"
+    project.mkdir()
+    recipe = write_recipe(project, "data/train.jsonl", tiny_model_dir)
+    monkeypatch.chdir(tmp_path)  # the working directory is not the recipe's folder
+
+    result = tuneloop("train", "project/tuneloop.yaml", "--quiet")
+
+    assert result.exit_code == 2, result.output
+    looked = project / "data" / "train.jsonl"
+    assert f"error: {looked}: file not found" in result.output
+    assert f"looked for {looked}" in result.output
+    assert "relative to the recipe's folder" in result.output
+    assert str(tmp_path) + " " not in result.output  # no hint about the working directory
+    assert recipe.is_file()
+    assert_no_run_folder(project)
+
+
+def test_library_warnings_print_as_one_plain_line(capsys):
+    """What the library says (e.g. shots drawn from all of train) reaches the user as
+    `warning: ...` on stderr, not as a Python warning with a file name and source line."""
+    import warnings
+
+    from tuneloop.cli.common import user_errors
+
+    @user_errors
+    def verb():
+        warnings.warn("shots drawn from all of train", UserWarning, stacklevel=1)
+        return 7
+
+    assert verb() == 7
+    err = capsys.readouterr().err
+    assert err == "warning: shots drawn from all of train\n"

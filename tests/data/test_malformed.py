@@ -58,6 +58,7 @@ EXPECTED = {
     "completion_not_string.jsonl": ("error", "wrong-type", 2, "completion"),
     "turn_extra_key.jsonl": ("warning", "unknown-key", 2, "messages[1].weight"),
     "typo_key.jsonl": ("warning", "unknown-key", 2, "sytem"),
+    "duplicate_keys.jsonl": ("warning", "duplicate-key", 2, "messages"),
     # roles and content
     "unknown_role.jsonl": ("error", "unknown-role", 2, "messages[1].role"),
     "role_not_string.jsonl": ("error", "unknown-role", 3, "messages[0].role"),
@@ -140,3 +141,47 @@ def test_cli_gives_a_clear_message_and_exit_code(name):
 def report_column(name: str) -> int | None:
     """The character column a JSON syntax error names (shown as file:line:column)."""
     return lint_files(MALFORMED / name).findings[0].column
+
+
+def test_duplicate_keys_warn_with_the_line_and_name_the_value_kept():
+    report = lint_files(MALFORMED / "duplicate_keys.jsonl")
+    (finding,) = [f for f in report.findings if f.code == "duplicate-key"]
+    assert finding.where == f"{MALFORMED / 'duplicate_keys.jsonl'}:2"
+    assert "twice" in finding.message and "last" in finding.message
+    assert [ex.reference for ex in report.train.examples][1] == "top_up_failed"
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+GOOD_LINE = (
+    '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}'
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (f"{GOOD_LINE}\n{nested(100_000)}\n{GOOD_LINE}\n", 2),  # JSONL, a bare nested list
+        (f'{GOOD_LINE}\n{{"messages": {nested(100_000)}}}\n', 2),  # inside a record
+        (f"{nested(100_000)}\n{GOOD_LINE}\n", 1),  # the first line (format detection)
+        (f"[\n{GOOD_LINE},\n{nested(100_000)}\n]\n", 3),  # a JSON array file
+    ],
+)
+def test_deeply_nested_json_is_a_data_error_with_its_line(tmp_path, text, line):
+    from tuneloop.data.formats import read_examples
+    from tuneloop.errors import DataError
+
+    path = tmp_path / ("deep.json" if text.startswith("[\n") else "deep.jsonl")
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError) as err:  # what train and split read with
+        read_examples(path)
+    assert str(err.value).startswith(f"{path}:{line}: JSON nested too deeply")
+    report = lint_files(path)
+    assert (report.findings[0].code, report.findings[0].line) == ("invalid-json", line)
+    for verb in (["data", "lint"], ["data", "stats"]):
+        result = CliRunner().invoke(app, [*verb, str(path)])
+        assert result.exit_code in (1, 2), result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit), verb
+        assert f"{path}:{line}" in result.output and "nested too deeply" in result.output

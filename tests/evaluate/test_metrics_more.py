@@ -106,3 +106,29 @@ def test_help_is_not_a_refusal(answer):
 def test_refusal_rate():
     assert refusal_rate(["I can't help with that.", "Sure.", "Sure.", "Sure."]) == 0.25
     assert refusal_rate([]) == 0.0
+
+
+def test_a_json_task_names_the_item_whose_reference_is_not_json():
+    from tuneloop.errors import UserError
+    from tuneloop.evaluate.scoring import item_scores
+
+    preds = ['{"intent": "refund"}', '{"intent": "bug"}']
+    refs = ['{"intent": "refund"}', "bug_report"]
+    with pytest.raises(UserError) as err:
+        item_scores("json", preds, refs, sources=["heldout.jsonl:1", "heldout.jsonl:7"])
+    (problem,) = err.value.problems
+    assert problem.where == "heldout.jsonl:7"
+    assert "not valid JSON" in problem.what and "'bug_report'" in problem.what
+    assert "task.kind" in problem.fix
+    with pytest.raises(UserError) as err:  # without sources: the item's place in the set
+        item_scores("json", preds, refs)
+    assert err.value.problems[0].where == "held-out item 2"
+
+
+def test_item_metrics_lists_every_column_item_scores_makes():
+    from tuneloop.evaluate.scoring import ITEM_METRICS, item_scores
+
+    refs = ['{"a": 1}', '{"a": 2}']
+    for kind in ("label", "json", "text"):
+        columns = item_scores(kind, refs, refs, schema={"type": "object"})
+        assert set(columns) <= set(ITEM_METRICS[kind]), kind

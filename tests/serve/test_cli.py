@@ -111,3 +111,30 @@ def test_serve_a_run_then_monitor_its_log(run, tmp_path):
     assert drifted.exit_code == 1, drifted.output
     assert "drift: prompt length, vocabulary, unseen words" in drifted.output
     assert "wallet (" in drifted.output  # the unseen words, counted
+
+
+def test_serve_says_what_each_adapter_runs_on_and_refuses_prompt_tuning_honestly(
+    tiny_model_dir, tiny_tokenizer, tmp_path
+):
+    from peft import PromptTuningConfig, get_peft_model
+    from tiny_adapters import make_adapter
+
+    from conftest import build_tiny_model
+    from tuneloop.serve.adapters import read_spec
+
+    lora = make_adapter(tmp_path / "q", tiny_tokenizer, tiny_model_dir, ["q_proj"], 2, seed=1)
+    meta = json.loads((lora / "tuneloop.json").read_text())
+    meta["recipe"]["train"] = {"method": "qlora"}
+    (lora / "tuneloop.json").write_text(json.dumps(meta))
+    assert "4-bit NF4 base" in read_spec("q", lora).served_on  # not "as evaluated"
+
+    folder = tmp_path / "prompt"
+    get_peft_model(
+        build_tiny_model(len(tiny_tokenizer)),
+        PromptTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM"),
+    ).save_pretrained(folder)
+    (folder / "tuneloop.json").write_text(json.dumps({"base_model": str(tiny_model_dir)}))
+    out = CliRunner().invoke(app, ["serve", f"p={folder}"])
+    assert out.exit_code == 2
+    assert "PROMPT_TUNING adapter" in out.output and "AutoPeftModelForCausalLM" in out.output
+    assert "--merge" not in out.output  # export refuses it too: no pointing back and forth

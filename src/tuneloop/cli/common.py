@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import typer
 
@@ -31,20 +32,45 @@ def quiet_libraries() -> None:
 
 
 def user_errors(fn):
-    """Print a `UserError` as `error: ...` on stderr and exit 2: never a traceback."""
+    """Print a `UserError` as `error: ...` on stderr and exit 2: never a traceback. What the
+    library says with a `UserWarning` (say, shots drawn from all of train) is printed as one
+    `warning: ...` line, not as a Python warning with a file name and a source line."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return fn(*args, **kwargs)
         except UserError as err:
             typer.echo(f"error: {err.render()}", err=True)
+            raise typer.Exit(2) from None
+        except RecursionError:
+            # The readers name the line of a too-deeply nested record; this is the net for a
+            # reader that does not (a first look at a file, before it is read line by line).
+            typer.echo(
+                "error: the input holds a value nested too deeply for Python to follow (more "
+                "levels of lists and objects than its recursion limit)\n"
+                "  fix: `tuneloop data lint FILE` names the line; if the data is fine, this is a "
+                "bug in tuneloop: please report it",
+                err=True,
+            )
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted; a run can continue with `tuneloop train --resume`", err=True)
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, UserWarning) and not issubclass(category, DeprecationWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
 
 
 def parse_sets(values: list[str]) -> dict:

@@ -49,6 +49,7 @@ class _Settings:
     truncation: str
     train_config: object
     split: object = None  # the recipe's data.split, when a recipe is given
+    workspace: Path = Path(".tuneloop")  # the recipe's, else the default
 
     def read(self, path: Path) -> list:
         """Examples of `path` by these settings' format and CSV mapping: the one reading of a
@@ -114,6 +115,7 @@ def _settings(
         truncation=train_config.truncation,
         train_config=train_config,
         split=data.split if data else None,
+        workspace=loaded.workspace if loaded else Path(".tuneloop"),
     )
 
 
@@ -141,6 +143,26 @@ def _tokenizer(model: str | None):
     from tuneloop.models.load import load_tokenizer, resolve
 
     return load_tokenizer(resolve(model))
+
+
+def _measured_throughput(workspace: Path, model: str, method: str) -> dict | None:
+    """The workspace registry's latest measured tokens/s for the model and method, if any (a
+    registry that is missing or cannot be read gives none)."""
+    import sqlite3
+
+    from tuneloop.registry import Registry
+    from tuneloop.registry.queries import measured_throughput
+
+    if not (Path(workspace) / "registry.db").is_file():
+        return None
+    try:
+        with Registry(workspace) as reg:
+            return measured_throughput(reg, model, method)
+    except sqlite3.Error as err:
+        typer.echo(
+            f"could not read {workspace}/registry.db for a measured tokens/s: {err}", err=True
+        )
+        return None
 
 
 def _check_options(max_length: int | None, truncation: str | None) -> None:
@@ -248,9 +270,15 @@ def data_stats(
     tokens_per_second: float | None = typer.Option(
         None, help="Training throughput for the time estimate (a run prints its tokens/s)."
     ),
+    workspace: Path | None = typer.Option(
+        None, help="Registry whose last run of the model gives tokens/s (default: the recipe's)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON."),
 ) -> None:
-    """Examples and labels per side, token lengths, truncation, and training tokens and time."""
+    """Examples and labels per side, token lengths, truncation, and training tokens and time.
+
+    The time uses --tokens-per-second, else the tokens/s the workspace's latest finished run of
+    the same model and method measured, else (the embedded model only) a rough constant."""
     from tuneloop.data.stats import compute_stats, format_stats, length_summary, save_histogram
 
     s = _settings(
@@ -266,6 +294,15 @@ def data_stats(
         examples, held = split_examples(examples, s.split.heldout_fraction, s.split.seed)
     if png is not None and s.model is None:
         raise UserError("--png needs token lengths", "--png", "pass --model (or --recipe)")
+    basis = "given"
+    if tokens_per_second is None and s.model is not None:
+        measured = _measured_throughput(workspace or s.workspace, s.model, s.train_config.method)
+        if measured is not None:
+            tokens_per_second = measured["tokens_per_s"]
+            basis = (
+                f"measured by run {measured['run']}: {measured['method'] or '?'} on "
+                f"{measured['device'] or '?'}, {measured['updated']}"
+            )
     stats = compute_stats(
         examples,
         held,
@@ -274,6 +311,7 @@ def data_stats(
         instruction=s.instruction,
         model_name=s.model,
         tokens_per_second=tokens_per_second,
+        throughput_basis=basis,
     )
     if png is not None and stats.lengths:
         save_histogram(stats.lengths, png, s.max_length, f"token lengths of {s.train.name}")

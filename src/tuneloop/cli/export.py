@@ -21,7 +21,9 @@ def export_(
     ollama: bool = typer.Option(False, "--ollama", help="GGUF plus an Ollama Modelfile."),
     vllm: bool = typer.Option(False, "--vllm", help="The adapter for vLLM, if vLLM accepts it."),
     out: Path | None = typer.Option(None, help="Output folder (default: RUN/export)."),
-    probes: int = typer.Option(16, min=1, help="Held-out prompts used to verify the exports."),
+    probes: int | None = typer.Option(
+        None, min=1, help="Check on the first N held-out prompts (default: all of them)."
+    ),
     workspace: Path = typer.Option(Path(".tuneloop")),
 ) -> None:
     """Export a run's adapter; every export is verified against the adapter model."""

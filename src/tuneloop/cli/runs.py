@@ -48,6 +48,39 @@ def _headline(metrics: dict) -> str:
     return " ".join(shown) or "-"
 
 
+def _hardware(hw: dict | None) -> str:
+    """`cuda:0 (NVIDIA H200 139.8 GB)  CPU Xeon, 16 of 16 cores, 128 GB  torch 2.5.1`"""
+    if not hw:
+        return "-"
+    gpu = f" ({hw['gpu']} {hw.get('gpu_memory_gb', '?')} GB)" if hw.get("gpu") else ""
+    cores = hw.get("cpus_usable") or hw.get("cpus")
+    cpu = f"CPU {hw.get('cpu', '?')}, {cores} of {hw.get('cpus', '?')} cores"
+    memory = f", {hw['memory_gb']} GB" if hw.get("memory_gb") else ""
+    return f"{hw.get('device', '?')}{gpu}  {cpu}{memory}  torch {hw.get('torch', '?')}"
+
+
+def _lint(lint: dict) -> str:
+    """`0 error(s), 2 warning(s): duplicate 1, too-few-examples 1`"""
+    codes = ", ".join(f"{code} {n}" for code, n in (lint.get("codes") or {}).items())
+    head = f"{lint.get('error', 0)} error(s), {lint.get('warning', 0)} warning(s)"
+    return f"{head}: {codes}" if codes else head
+
+
+def _provenance(p: dict) -> str:
+    """Where a teacher-written dataset came from, and whether the file is still what it wrote."""
+    teacher = p.get("teacher") or {}
+    who = teacher.get("model") or "?"
+    if teacher.get("kind") == "endpoint":
+        who += f" at {teacher.get('url')}"
+    prompts = p.get("prompts") or {}
+    state = {True: "unchanged since", False: "EDITED since", None: "unknown whether edited since"}
+    return (
+        f"{p['path']}  teacher {who}, {p.get('written', '?')} answers to "
+        f"{prompts.get('count', '?')} prompts of {prompts.get('file', '?')}; data "
+        f"{state[p.get('matches')]} the teacher wrote it"
+    )
+
+
 @app.command("list")
 @user_errors
 def list_(workspace: Path = WORKSPACE) -> None:
@@ -69,13 +102,15 @@ def list_(workspace: Path = WORKSPACE) -> None:
 @user_errors
 def show(run: str = typer.Argument(..., help="Run id (or a unique part of it)."),
          workspace: Path = WORKSPACE) -> None:  # fmt: skip
-    """A run's lineage: datasets, recipe, training summary, evaluations, gates, exports."""
+    """A run's lineage: hardware, datasets (with lint counts and a teacher's provenance),
+    training summary, evaluations, gates, exports."""
     with _registry(workspace) as reg:
         r = _find(reg, run)
         typer.echo(f"run       {r['id']}  ({r['status']})")
         typer.echo(f"folder    {r['path']}")
         typer.echo(f"parent    {r['parent_id'] or '-'}")
         typer.echo(f"model     {r['model_name']}  weights {r['weights_sha256']}")
+        typer.echo(f"hardware  {_hardware(r['hardware'])}")
         for side in ("train", "heldout"):
             ds = reg.dataset(r[f"{side}_dataset_id"]) if r[f"{side}_dataset_id"] else None
             text = (
@@ -84,6 +119,10 @@ def show(run: str = typer.Argument(..., help="Run id (or a unique part of it).")
                 else "-"
             )
             typer.echo(f"{side:<9} {text}")
+            if ds and ds["lint"] is not None:
+                typer.echo(f"          lint {_lint(ds['lint'])}")
+            if ds and ds["provenance"]:
+                typer.echo(f"          provenance {_provenance(ds['provenance'])}")
         summary = r["summary"] or {}
         if summary:
             keys = ("steps", "final_loss", "tokens_per_s", "train_seconds", "precision")

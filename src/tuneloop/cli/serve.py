@@ -67,7 +67,7 @@ def serve(
     request_log = RequestLog(log, rate=log_sample) if log_sample > 0 else None
     typer.echo(f"base model: {engine.base_name} ({engine.precision})")
     for spec in specs:
-        typer.echo(f"adapter {spec.name}: {spec.path}")
+        typer.echo(f"adapter {spec.name}: {spec.path}, on {spec.served_on}")
     typer.echo(
         f"OpenAI-compatible API on http://{host}:{port}/v1"
         + ("  (API key required)" if api_key else "")

@@ -34,6 +34,7 @@ import codecs
 import difflib
 import functools
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,14 +149,14 @@ def sniff_format(path: str | Path) -> str | None:
         try:
             items = json.loads(text)
             first = next((x for x in items if isinstance(x, dict)), None)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return None
     else:
         for line in text.split("\n"):
             if line.strip():
                 try:
                     first = json.loads(line)
-                except json.JSONDecodeError:
+                except (json.JSONDecodeError, RecursionError):
                     return None
                 break
     if not isinstance(first, dict):
@@ -205,7 +206,10 @@ def _scan(path: Path, format: str, csv: CsvColumns | None, strict: bool) -> Scan
 
 def _read_bytes(path: Path) -> bytes:
     if not path.exists():
-        fix = f"check the path (relative paths start at {Path.cwd()})"
+        fix = (
+            f"check the path; looked for {path.absolute()} (a path given on the command line "
+            "starts at the current directory, a path in a recipe at the recipe's folder)"
+        )
         raise DataError(path, None, "file not found", fix=fix)
     if path.is_dir():
         raise DataError(
@@ -311,11 +315,14 @@ def _jsonl_records(text: str, report: Collector) -> list[tuple[int, int, object]
     hold U+2028, which `str.splitlines` would treat as a line break."""
     records: list[tuple[int, int, object]] = []
     one_object: bool | None = None
+    parse = _Parser(report)
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            records.append((lineno, lineno, json.loads(line)))
+            records.append((lineno, lineno, parse.loads(line, lineno)))
+        except RecursionError:
+            _too_deep(report, lineno)
         except json.JSONDecodeError as e:
             if not records:
                 if one_object is None:
@@ -343,15 +350,70 @@ def _jsonl_records(text: str, report: Collector) -> list[tuple[int, int, object]
 def _is_one_object(text: str) -> bool:
     try:
         return isinstance(json.loads(text), dict)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return False
+
+
+def _too_deep(report: Collector, line: int, fatal: bool = False) -> None:
+    """Python's JSON decoder recurses once per level and gives up near 1,000 levels (a
+    RecursionError): a line nested that deep is generated or corrupted, never an example."""
+    report.report(
+        "invalid-json",
+        line,
+        "JSON nested too deeply: more levels of nested lists and objects than Python's JSON "
+        "reader can follow",
+        fix="this line is not an example (a record holds a few levels: messages, turns, "
+        "meta); regenerate it or drop the line",
+        fatal=fatal,
+    )
+
+
+class _Parser:
+    """`json.loads` that reports a key given twice in one object (JSON readers keep the last
+    value and drop the first without a word) as a warning on the record's line:
+
+        {"messages": [...first...], "messages": [...second...]}   -> only the second is read
+    """
+
+    def __init__(self, report: Collector):
+        self.report = report
+        self._twice: list[str] = []
+        self.decoder = json.JSONDecoder(object_pairs_hook=self._object)
+
+    def _object(self, pairs: list[tuple[str, object]]) -> dict:
+        obj = dict(pairs)
+        if len(obj) < len(pairs):
+            counts = Counter(key for key, _ in pairs)
+            self._twice += [key for key, n in counts.items() if n > 1]
+        return obj
+
+    def loads(self, text: str, line: int) -> object:
+        return self._checked(lambda: self.decoder.decode(text), line)
+
+    def raw_decode(self, text: str, pos: int, line: Callable[[], int]) -> tuple[object, int]:
+        return self._checked(lambda: self.decoder.raw_decode(text, pos), line)
+
+    def _checked(self, decode: Callable[[], object], line: int | Callable[[], int]):
+        self._twice = []
+        value = decode()
+        for key in dict.fromkeys(self._twice):
+            self.report.report(
+                "duplicate-key",
+                line if isinstance(line, int) else line(),
+                f"key {key!r} appears twice in one object: JSON readers keep the last value "
+                "and silently drop the first",
+                fix="keep one of the two, or merge them into one value",
+                severity="warning",
+                field=key,
+            )
+        return value
 
 
 def _array_records(text: str, report: Collector) -> list[tuple[int, int, object]]:
     """(line where the item starts, line where it ends, item) for a JSON array, decoded item by
     item so that each record keeps its line number. A syntax error ends the reading: after it,
     where the next item starts cannot be told."""
-    decoder = json.JSONDecoder()
+    parse = _Parser(report)
     records: list[tuple[int, int, object]] = []
     n = len(text)
     line, counted = 1, 0  # line number of position `counted`
@@ -389,7 +451,9 @@ def _array_records(text: str, report: Collector) -> list[tuple[int, int, object]
                 fail(n, "the array is not closed (missing ']')")
             start = i
             try:
-                obj, i = decoder.raw_decode(text, i)
+                obj, i = parse.raw_decode(text, i, lambda start=start: line_at(start))
+            except RecursionError:
+                _too_deep(report, line_at(start), fatal=True)
             except json.JSONDecodeError as e:
                 report.report(
                     "invalid-json",

@@ -15,12 +15,14 @@ tokens and time a recipe's training would take.
     truncation   all 10003 examples fit in max_length=512
     training     2502 optimizer steps (2502 micro-batches) over 10003 examples: ~1.38M tokens
                  with padding, 149k answer tokens
-                 ~58 min at 400 tokens/s (the embedded model with LoRA on 2 CPU cores, ...)
+                 ~58 min at 400 tokens/s (a rough constant, not measured on this machine ...)
 
 (banking77 with the SmolLM2 tokenizer and the default recipe: 2 epochs, batch 8.)
 Steps and padded tokens follow the training loop: micro-batches of `batch_size` in a seeded
 shuffled order per epoch, each padded to its longest example (the loop's tokens/s counts those
-padded tokens, so the time estimate uses the same count).
+padded tokens, so the time estimate uses the same count). `tuneloop data stats` takes the
+throughput from --tokens-per-second, else from the workspace registry's latest finished run of
+the same model and method (`registry.queries.measured_throughput`).
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ from tuneloop.data.records import Example
 from tuneloop.data.templates import TruncationReport, apply_truncation
 from tuneloop.data.tokens import measure
 
-# Measured: LoRA r=16, bf16 autocast, batch 8 on the quickstart data, 2 CPU cores
-# (docs/quickstart.md: 396-416 tokens/s). Only used for the embedded default model.
+# Measured once: LoRA r=16, bf16 autocast, batch 8 on the quickstart data, 2 CPU cores
+# (docs/quickstart.md: 396-416 tokens/s). Only for the embedded default model, and only when
+# neither --tokens-per-second nor a run in the workspace registry gives a measured figure; the
+# estimate then calls it a rough constant.
 EMBEDDED_CPU_TOKENS_PER_S = 400.0
 
 
@@ -80,8 +84,13 @@ def compute_stats(
     instruction: str | None = None,
     model_name: str | None = None,
     tokens_per_second: float | None = None,
+    throughput_basis: str = "given",
 ) -> DatasetStats:
-    """Counts always; token lengths, truncation and a training estimate with a tokenizer."""
+    """Counts always; token lengths, truncation and a training estimate with a tokenizer.
+
+    The time estimate uses `tokens_per_second` (`throughput_basis` says where it comes from: the
+    command line, a run that measured it); without one, the embedded default model falls back
+    to a rough constant, said as such, and any other model gets no time."""
     heldout = heldout or []
     stats = DatasetStats(len(train), len(heldout), _labels(train), _labels(heldout))
     if tokenizer is None or not train:
@@ -91,11 +100,17 @@ def compute_stats(
     stats.lengths = measured.lengths
     stats.truncation = measured.report
     kept, _ = apply_truncation(measured.items, cfg.max_length, cfg.truncation)
-    if tokens_per_second is None and model_name == DEFAULT_MODEL:
+    if tokens_per_second is not None:
+        basis = throughput_basis
+    elif model_name == DEFAULT_MODEL:
         tokens_per_second = EMBEDDED_CPU_TOKENS_PER_S
-        basis = "the embedded model with LoRA on 2 CPU cores, measured in docs/quickstart.md"
+        basis = (
+            "a rough constant, not measured on this machine: the embedded model with LoRA on "
+            "2 CPU cores once gave 396-416 tokens/s (docs/quickstart.md); train once, or pass "
+            "--tokens-per-second, for a measured figure"
+        )
     else:
-        basis = "given" if tokens_per_second else "unknown: pass --tokens-per-second"
+        basis = "unknown: pass --tokens-per-second, or train once in this workspace"
     stats.estimate = estimate_training(
         [len(i.input_ids) for i in kept], [i.n_supervised for i in kept], cfg, tokens_per_second
     )
@@ -247,6 +262,89 @@ def format_stats(stats: DatasetStats, max_labels: int = 20) -> str:
         else:
             lines.append(f"             time: {e.basis}")
     return "\n".join(lines)
+
+
+def lint_counts(findings: list) -> dict:
+    """Lint findings counted by severity and by code: what the registry keeps of a data lint.
+
+    >>> from tuneloop.data.findings import Finding
+    >>> lint_counts([Finding("duplicate", "warning", "t:2", "..."),
+    ...              Finding("leakage", "error", "h:1", "...")])
+    {'error': 1, 'warning': 1, 'codes': {'duplicate': 1, 'leakage': 1}}
+    """
+    severities = Counter(f.severity for f in findings)
+    codes = Counter(f.code for f in findings)
+    return {"error": severities["error"], "warning": severities["warning"], "codes": dict(codes)}
+
+
+AUDIT_FINDINGS = 20  # findings listed in full in audit.json; all are counted
+
+
+def data_audit(
+    train: list[Example],
+    heldout: list[Example],
+    findings: list,
+    lengths: list[tuple[int, int]],
+    truncation: dict,
+    split_made: bool,
+) -> dict:
+    """What a run's data audit (`<run>/data/audit.json`, shown by `tuneloop report`) holds:
+    split sizes, label balance, lint counts and the first findings, token lengths of the train
+    items as trained (`lengths`: (tokens, answer tokens) per item, after the max_length
+    policy), and what that policy did.
+
+        {"split": {"train": 24, "heldout": 6, "split_made": false},
+         "labels": {"train": {"alpha": 8, ...}, "heldout": {...}},
+         "lint": {"error": 0, "warning": 1, "codes": {"too-few-examples": 1}},
+         "findings": [{"code": "too-few-examples", "severity": "warning", ...}],
+         "tokens": {"train": {"min": 21, "mean": 23.4, ...}, "answer_mean": 2.0},
+         "truncation": {"policy": "drop", "max_length": 512, "dropped": 0, ...}}
+    """
+    tokens: dict = {}
+    if lengths:
+        tokens["train"] = length_summary([t for t, _ in lengths])
+        tokens["answer_mean"] = round(sum(a for _, a in lengths) / len(lengths), 1)
+    return {
+        "split": {"train": len(train), "heldout": len(heldout), "split_made": split_made},
+        "labels": {"train": _labels(train), "heldout": _labels(heldout)},
+        "lint": lint_counts(findings),
+        "findings": [f.to_json() for f in findings[:AUDIT_FINDINGS]],
+        "tokens": tokens,
+        "truncation": truncation,
+    }
+
+
+def write_run_audit(
+    recipe,
+    folder: Path,
+    lengths: list[tuple[int, int]],
+    truncation: dict,
+    split_made: bool,
+) -> dict:
+    """Lint a run's data as it trains (the split saved in `folder`, the run's `data/`, else the
+    recipe's files), write `folder/audit.json` (`data_audit`) and return the lint counts, which
+    run.json and the registry keep. Near-duplicates are searched at the split's threshold, as
+    the split searched them; token lengths are not linted again (`truncation` has them).
+    Preference pairs are linted as pairs (`preference.lint_pairs`)."""
+    from tuneloop.data.lint import LintOptions, lint_examples
+    from tuneloop.data.prepare import run_examples, run_pairs
+    from tuneloop.files import write_json
+
+    if recipe.train.objective == "dpo":
+        from tuneloop.data.preference import lint_pairs
+
+        pairs = [run_pairs(recipe, folder, side) for side in ("train", "heldout")]
+        findings = sorted(lint_pairs(pairs[0]) + lint_pairs(pairs[1]),
+                          key=lambda f: f.severity != "error")  # fmt: skip
+        train, heldout = ([p.as_example() for p in side] for side in pairs)
+    else:
+        train, heldout = (run_examples(recipe, folder, side) for side in ("train", "heldout"))
+        options = LintOptions(near_threshold=recipe.data.split.near_threshold or None,
+                              instruction=recipe.task.instruction)  # fmt: skip
+        findings = lint_examples(train, heldout, options)
+    audit = data_audit(train, heldout, findings, lengths, truncation, split_made)
+    write_json(folder / "audit.json", audit)
+    return audit["lint"]
 
 
 def _labels(examples: list[Example]) -> dict[str, int]:

@@ -1,7 +1,8 @@
 """Paired comparison of two evaluations of the same items: `tuneloop compare A B`.
 
 An evaluation is a per-item results file (`eval/<rung>.jsonl`). A and B are paired item by item
-(on the item's source and prompt, or probe id), so the comparison is of the same questions:
+(on the item's source and prompt, or probe id), so the comparison is of the same questions; the
+items only one of them holds are left out, and counted (`only_in_a`, `only_in_b`):
 
     metric       A (zero-shot)  B (tuned)  B - A    95% CI            McNemar p
     exact_match  12.5%          90.6%      +78.1%   [+67.2%, +87.5%]  1.2e-14
@@ -75,12 +76,16 @@ def compare_items(
     n_boot: int = 2000,
     seed: int = 0,
 ) -> dict:
-    """Paired bootstrap of mean(B) - mean(A) and, for 0/1 scores, the exact McNemar test."""
+    """Paired bootstrap of mean(B) - mean(A) and, for 0/1 scores, the exact McNemar test, on
+    the items both hold; `only_in_a` and `only_in_b` count the items left out."""
     xa, xb = paired_scores(a, b, metric)
+    keys_a, keys_b = {item_key(i) for i in a}, {item_key(i) for i in b}
     out = {
         "metric": metric,
         "n_a": len(a),
         "n_b": len(b),
+        "only_in_a": len(keys_a - keys_b),
+        "only_in_b": len(keys_b - keys_a),
         "paired": paired_bootstrap(xa, xb, confidence, n_boot, seed).to_dict(),
     }
     if is_binary(xa) and is_binary(xb):
@@ -109,5 +114,11 @@ def format_comparison(result: dict, name_a: str, name_b: str) -> str:
         lines.append(
             f"discordant items: A right and B wrong {mc['a_only']}, "
             f"B right and A wrong {mc['b_only']}"
+        )
+    only_a, only_b = result.get("only_in_a", 0), result.get("only_in_b", 0)
+    if only_a or only_b:
+        lines.append(
+            f"paired on {p['n']} shared items; left out: {only_a} of A's {result['n_a']} items "
+            f"are not in B, {only_b} of B's {result['n_b']} items are not in A"
         )
     return "\n".join(lines)

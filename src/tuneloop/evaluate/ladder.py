@@ -6,6 +6,10 @@
 - `retrieval-few-shot`: the k train examples nearest to each item (BM25 over the user text),
   the nearest placed last, next to the question.
 
+When no train example shares a system prompt with the items (held-out asked under another
+instruction than train), both rungs draw from all of train, each item keeps its own system
+prompt, and a `UserWarning` says so: never a rung that quietly turns zero-shot.
+
 Shots are chat turns rendered with the model's own template, so a chat model sees a
 conversation it already answered k times. For a held-out item "card not arrived yet" and k=2:
 
@@ -21,8 +25,10 @@ from __future__ import annotations
 
 import random
 import re
+import warnings
 
 from tuneloop.data.records import Example
+from tuneloop.errors import UserError
 
 LADDER = ("zero-shot", "few-shot", "retrieval-few-shot")
 
@@ -92,10 +98,41 @@ def same_task(items: list[Example], train: list[Example]) -> list[Example]:
     return [ex for ex in train if _system(ex) in systems]
 
 
+def shot_pool(items: list[Example], train: list[Example], rung: str) -> list[Example]:
+    """Where a rung draws its shots: `same_task`, or all of train (said with a warning) when no
+    train example is asked under any of the items' system prompts."""
+    if not train:
+        raise UserError(
+            f"the {rung} rung shows training examples before each item, and none were given",
+            rung,
+            "give the run's training data, or evaluate the zero-shot rung alone",
+        )
+    own = same_task(items, train)
+    if own or not items:
+        return own
+    asked = sorted({_system(ex) or "" for ex in items})
+    taught = sorted({_system(ex) or "" for ex in train})
+    warnings.warn(
+        f"{rung}: no training example shares a system prompt with the {len(items)} items "
+        f"(they are asked under {_quoted(asked)}, train under {_quoted(taught)}); the shots are "
+        f"drawn from all {len(train)} training examples, and each item keeps its own system "
+        "prompt. To compare like with like, give train and held-out the same system prompt "
+        "(`task.instruction`)",
+        UserWarning,
+        stacklevel=3,
+    )
+    return list(train)
+
+
+def _quoted(prompts: list[str], most: int = 2) -> str:
+    shown = ", ".join(repr(p[:60]) if p else "no system prompt" for p in prompts[:most])
+    return shown + (f" and {len(prompts) - most} more" if len(prompts) > most else "")
+
+
 def few_shot_prompts(
     items: list[Example], train: list[Example], k: int, seed: int = 0
 ) -> list[list[dict[str, str]]]:
-    shots = pick_shots(same_task(items, train), k, seed)
+    shots = pick_shots(shot_pool(items, train, "few-shot"), k, seed)
     return [with_shots(ex, shots) for ex in items]
 
 
@@ -115,7 +152,7 @@ def retrieval_prompts(
     """
     from rank_bm25 import BM25Okapi
 
-    train = same_task(items, train)
+    train = shot_pool(items, train, "retrieval-few-shot")
     tokenize = lambda text: _TOKEN.findall(text.casefold())  # noqa: E731
     corpus = [tokenize(_query(ex)) or ["<empty>"] for ex in train]
     index = BM25Okapi(corpus)

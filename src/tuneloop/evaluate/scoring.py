@@ -13,13 +13,23 @@ for each field in `eval.slices`, every per-item metric by that field's values.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
+from tuneloop.errors import UserError
 from tuneloop.evaluate import metrics, text_metrics
 from tuneloop.evaluate.refusal import refusal_rate
 from tuneloop.evaluate.stats import mean_ci
 
 PRIMARY = {"label": "exact_match", "json": "json_exact", "text": "rouge_l"}
+# Every per-item column `item_scores` can make, by kind (`json_fields` only when every reference
+# is a JSON object, `json_schema` only with `task.json_schema`); with `eval.judge`, every kind
+# also gets `judge`. The recipe checks `task.metric` against these when it loads.
+ITEM_METRICS = {
+    "label": ("exact_match",),
+    "json": ("exact_match", "json_valid", "json_exact", "json_fields", "json_schema"),
+    "text": ("exact_match", "rouge_l", "chrf"),
+}
 
 
 def primary_metric(kind: str, override: str | None = None) -> str:
@@ -28,11 +38,20 @@ def primary_metric(kind: str, override: str | None = None) -> str:
 
 
 def item_scores(
-    kind: str, preds: Sequence[str], refs: Sequence[str], schema: dict | None = None
+    kind: str,
+    preds: Sequence[str],
+    refs: Sequence[str],
+    schema: dict | None = None,
+    sources: Sequence[str] | None = None,
 ) -> dict[str, list[float]]:
-    """Per-item columns: metric name -> one score per item."""
+    """Per-item columns: metric name -> one score per item.
+
+    A `json` task's references must all be JSON: one that is not is a mistake in the data, and
+    a `UserError` names its item (`sources[i]`, its "file:line", when given) rather than a score
+    quietly computed another way."""
     columns = {"exact_match": metrics.exact_match(preds, refs)}
     if kind == "json":
+        check_json_references(refs, sources)
         columns["json_valid"] = metrics.json_validity(preds)
         columns["json_exact"] = metrics.json_exact(preds, refs)
         if all(isinstance(metrics._parse_container(r), dict) for r in refs):
@@ -43,6 +62,21 @@ def item_scores(
         columns["rouge_l"] = text_metrics.rouge_l(preds, refs)
         columns["chrf"] = text_metrics.chrf(preds, refs)
     return columns
+
+
+def check_json_references(refs: Sequence[str], sources: Sequence[str] | None) -> None:
+    """Every reference of a `json` task parses, or a `UserError` names the first that does not."""
+    for i, ref in enumerate(refs):
+        try:
+            metrics._parse_json(ref)
+        except ValueError as e:
+            why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else e
+            raise UserError(
+                f"the reference is not valid JSON ({why}), and task.kind is json: {ref[:80]!r}",
+                sources[i] if sources else f"held-out item {i + 1}",
+                "write the answer as JSON in the data (quotes around strings, double quotes), "
+                "or set `task.kind: text` (or `label`) to score the answers as text",
+            ) from None
 
 
 def summarize(

@@ -138,8 +138,10 @@ def write_gguf(
     quant: str = "f16",
     name: str = "model",
     source_pre: str | None = None,
+    chat_template: str | None = None,
 ) -> dict:
-    """Write `model` (a plain transformers Llama, e.g. merged) to `path`; return a summary."""
+    """Write `model` (a plain transformers Llama, e.g. merged) to `path`; return a summary.
+    `chat_template` replaces the tokenizer's (e.g. one that carries the task instruction)."""
     import gguf
     import torch
 
@@ -188,8 +190,9 @@ def write_gguf(
         if tok[key] is not None:
             add(tok[key])
     w.add_add_bos_token(bool(getattr(tokenizer, "add_bos_token", False)))
-    if tok["chat_template"]:
-        w.add_chat_template(tok["chat_template"])
+    template = chat_template or tok["chat_template"]
+    if template:
+        w.add_chat_template(template)
     if quant == "q8_0":
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 

@@ -2,7 +2,8 @@
 
 `W' = W + scale * B @ A` for every adapted matrix (PEFT's `merge_and_unload`), then the merged
 model's logits are compared with the adapter model's on the probe prompts; the export is kept only
-when they agree within `tolerance` (1e-4 by default), both in memory and read back from disk.
+when they agree within `tolerance` times the largest logit (1e-5 by default: about 2.5e-4 for
+logits near 25), both in memory and read back from disk.
 """
 
 from __future__ import annotations
@@ -38,13 +39,21 @@ def merge_adapter(peft_model):
         ) from None
 
 
-def save_merged(model, tokenizer, folder: Path) -> Path:
-    """Safetensors weights, config and the training tokenizer/chat template; all or nothing."""
+def save_merged(model, tokenizer, folder: Path, chat_template: str | None = None) -> Path:
+    """Safetensors weights, config and the training tokenizer/chat template (`chat_template`
+    replaces the template written, e.g. one that carries the task instruction); all or nothing.
+    Config and tokenizer are written so transformers 4.5x and 5.x read them alike (portable.py).
+    """
+    from tuneloop.export.portable import make_portable
+
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    if chat_template is not None:
+        (tmp / "chat_template.jinja").write_text(chat_template)
+    make_portable(tmp)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder

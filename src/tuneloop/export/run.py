@@ -2,28 +2,43 @@
 each verified against the adapter model it came from, and recorded in `export.json`:
 
     <run>/export/
-      merged/             safetensors + config + training tokenizer and chat template
+      merged/             safetensors + config + training tokenizer and chat template, read
+                          alike by transformers 4.5x and 5.x (portable.py)
       model-f16.gguf      model-q8_0.gguf
       Modelfile           for `ollama create NAME -f Modelfile`
-      vllm/<name>/        the adapter folder vLLM loads; vllm/serve.sh the command
+      vllm/<name>/        the adapter folder vLLM loads; vllm/serve.sh the command, which names
+                          its base relative to itself (vllm/base/ for a converted GGUF base)
       export.json         files, checks with their numbers, and the commands to use them
 
-The probes are the run's held-out prompts (the first `n_probes`), rendered with the training chat
-template and the task instruction; the reference is the adapter model in float32. Checks:
+The chat template written into merged/, the GGUF files and vllm/ gives a chat without a system
+message the run's task instruction, as tuneloop eval and serve do (portable.py).
+
+The probes are the run's held-out prompts (all of them, or the first `n_probes`), rendered with
+the training chat template and the task instruction; without held-out prompts three generic
+chats are used and the output says so. The reference is the adapter model in float32. Checks:
 
 - merge: the largest logit difference between merged and adapter model, in memory and re-read
-  from disk, must be at most `tolerance` (1e-4);
-- gguf f16: transformers reads the file back (`gguf_file=`), tokenizes the probes to the same ids,
-  and its greedy answers must equal the adapter model's;
+  from disk, must be at most `tolerance` (1e-5) times the largest logit (float32 rounding of
+  W + BA grows with it); the merged folder's template must render the
+  probes without their instruction to the same token ids;
+- gguf f16: transformers reads the file back (`gguf_file=`), renders the probes *without* the
+  instruction with the file's own template to the same ids, and its greedy answers must equal
+  the adapter model's;
 - gguf q8_0: read back the same way; its agreement with the adapter model is reported (8-bit
   weights are not expected to reproduce every answer);
+- ollama: the Modelfile read back (ollama.check_modelfile), and run by Ollama where installed;
 - vllm: the adapter passes every check vLLM makes on load (see vllm.py), or nothing is exported.
+
+Prompt-learning adapters (prompt, prefix tuning) are refused up front with what does work, and
+an `out` that cannot be written is refused before any weight loads.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,12 +80,14 @@ def export(
     quants: tuple[str, ...] = (),
     ollama: bool = False,
     vllm: bool = False,
-    n_probes: int = 16,
-    tolerance: float = 1e-4,
+    n_probes: int | None = None,
+    tolerance: float = 1e-5,
     workspace: Path | None = None,
     say=lambda _msg: None,
 ) -> ExportResult:
-    """Export the adapter of run `ref` (a run id or folder, or an adapter folder)."""
+    """Export the adapter of run `ref` (a run id or folder, or an adapter folder), checked on
+    the first `n_probes` held-out prompts (None: all of them)."""
+    from tuneloop.models.adapters import PROMPT_LEARNING, prompt_learning_refusal
     from tuneloop.serve.adapters import adapter_folder
 
     if not (merge or quants or ollama or vllm):
@@ -90,8 +107,12 @@ def export(
             str(adapter),
             "export the adapter folder of a tuneloop run",
         )
+    peft_type = str(_read_json(adapter / "adapter_config.json").get("peft_type", "")).upper()
+    if peft_type in PROMPT_LEARNING:
+        raise prompt_learning_refusal(peft_type, adapter, "tuneloop export")
     run_dir = adapter.parent if adapter.name == "adapter" else None
     out = Path(out) if out else (run_dir or adapter.parent) / "export"
+    check_writable(out)  # before minutes of loading, not after
     name = run_dir.name if run_dir else adapter.name
     result = ExportResult(out)
 
@@ -99,9 +120,8 @@ def export(
 
     source = resolve(base)
     if vllm:  # cheap, and refuses before anything heavy runs
-        _export_vllm(adapter, name, source, result)
+        _export_vllm(adapter, name, source, meta, result, say)
     if merge or quants:
-        say(f"loading {base} and the adapter; probing with up to {n_probes} held-out prompts")
         _export_weights(
             adapter, name, source, meta, merge, quants, ollama, n_probes, tolerance, result, say
         )
@@ -124,32 +144,132 @@ def export(
     return result
 
 
-def _export_vllm(adapter: Path, name: str, source, result: ExportResult) -> None:
+def check_writable(out: Path) -> None:
+    """Refuse an `out` that cannot be written, without creating it: the folder itself when it
+    exists, else the nearest folder above it that does."""
+    out = Path(out)
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a folder")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"cannot write the export to {out}: {exc}",
+            "--out",
+            f"pass --out a folder you can write to (or make {existing} writable)",
+        ) from None
+
+
+def _export_vllm(adapter: Path, name: str, source, meta: dict, result: ExportResult, say) -> None:
+    from tuneloop.export.portable import make_portable, with_instruction_template
     from tuneloop.export.vllm import check_vllm, serve_command
 
     model_type = _read_json(source.path / "config.json").get("model_type")
     check = check_vllm(adapter, model_type)
     if not check.ok:
         raise UserError.many(check.problems, title=f"vLLM would refuse adapter {adapter}:")
-    target = result.out / "vllm" / name
+    folder = result.out / "vllm"
+    target = folder / name
     tmp = target.with_name(f".{name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(adapter, tmp)
+    make_portable(tmp)  # vLLM takes an adapter's own tokenizer when the folder holds one
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
-    command = serve_command(str(source.path), {name: target}, check.max_lora_rank)
-    write_text(result.out / "vllm" / "serve.sh", f'#!/bin/sh\nexec {command} "$@"\n')
+
+    base, base_note = _vllm_base(source, folder, say)
+    template = _chat_template(adapter)
+    instruction = ((meta.get("recipe") or {}).get("task") or {}).get("instruction")
+    lines = ["#!/bin/sh", f"# vLLM serving adapter `{name}` on its base model: {base_note}."]
+    if template:
+        write_text(folder / "chat_template.jinja", with_instruction_template(template, instruction))
+        lines.append(
+            "# chat_template.jinja is the training chat template"
+            + (", giving a chat without a system message the task instruction:" if instruction
+               else ".")
+        )  # fmt: skip
+        if instruction:
+            lines += [f"#   {line}" for line in instruction.splitlines()]
+    command = serve_command(
+        '"$BASE"',
+        {name: f"$HERE/{name}"},
+        check.max_lora_rank,
+        chat_template='"$HERE/chat_template.jinja"' if template else None,
+    )
+    lines += [
+        'HERE="$(cd "$(dirname "$0")" && pwd)"',
+        f'BASE="${{VLLM_BASE:-{base}}}"',
+        f'exec {command} "$@"',
+    ]
+    write_text(folder / "serve.sh", "\n".join(lines) + "\n")
+    (folder / "serve.sh").chmod(0o755)
     result.files["vllm"] = str(target)
-    result.commands["vllm"] = command
+    result.commands["vllm"] = f"sh {folder / 'serve.sh'}   # runs: {command}"
     result.checks.append(
         Check(
             "vllm",
             True,
             f"LoRA rank {check.rank} on {', '.join(check.target_modules)}: loads in "
-            f"vLLM with --max-lora-rank {check.max_lora_rank}",
-            {"rank": check.rank, "max_lora_rank": check.max_lora_rank},
-        )
+            f"vLLM with --max-lora-rank {check.max_lora_rank}; base: {base_note}"
+            + (
+                "; the task instruction is in the chat template" if template and instruction else ""
+            ),
+            {"rank": check.rank, "max_lora_rank": check.max_lora_rank, "base": base},
+        )  # fmt: skip
     )
+
+
+def _vllm_base(source, folder: Path, say) -> tuple[str, str]:
+    """How serve.sh names the base model, portably, and a note saying what it is.
+
+    A hub model is named by its hub id; a model folder by its path relative to serve.sh; the
+    folder a GGUF (the embedded model) was converted into lives in a machine's cache, so it is
+    written beside the adapter as `vllm/base/` (hard links where the file system allows)."""
+    if source.origin == "hub-cache":
+        return source.name, (
+            f"the hub id {source.name} (vLLM reads it from the Hugging Face cache or downloads it)"
+        )
+    if source.origin == "folder":
+        rel = os.path.relpath(source.path, folder)
+        return f"$HERE/{rel}", (
+            f"the folder {rel} relative to serve.sh (set VLLM_BASE when it is elsewhere)"
+        )
+    base = folder / "base"
+    say(f"writing the base model {source.name} to {base} for vLLM")
+    tmp = base.with_name(".base.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(  # the conversion marker names a file on this machine: not needed there
+        source.path,
+        tmp,
+        copy_function=_link_or_copy,
+        ignore=shutil.ignore_patterns("tuneloop-converted.json"),
+    )
+    from tuneloop.export.portable import make_portable
+
+    make_portable(tmp)
+    shutil.rmtree(base, ignore_errors=True)
+    tmp.rename(base)
+    return "$HERE/base", f"{source.name}, written to vllm/base/ beside serve.sh"
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _chat_template(adapter: Path) -> str | None:
+    """The training chat template saved with the adapter."""
+    path = adapter / "chat_template.jinja"
+    if path.is_file():
+        return path.read_text()
+    template = _read_json(adapter / "tokenizer_config.json").get("chat_template")
+    return template if isinstance(template, str) else None
 
 
 def _export_weights(
@@ -172,21 +292,36 @@ def _export_weights(
     from tuneloop.evaluate.generate import generate, stop_token_ids
     from tuneloop.export import merge as merging
     from tuneloop.export.gguf import load_gguf, source_pre_tokenizer, write_gguf
+    from tuneloop.export.portable import with_instruction_template
     from tuneloop.models.adapters import load_adapter
     from tuneloop.models.load import load_model
 
     recipe = meta.get("recipe") or {}
     max_new = (recipe.get("eval") or {}).get("max_new_tokens") or 32
+    instruction = (recipe.get("task") or {}).get("instruction")
     tokenizer = AutoTokenizer.from_pretrained(adapter)  # the training tokenizer and template
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    probes = _probes(adapter, recipe, n_probes)
+    probes, probes_from = _probes(adapter, recipe, n_probes)
+    say(f"probes: {len(probes)} {probes_from}")
+    # What a user sends: the chat without the instruction, which the exported template adds.
+    asked = [_without_instruction(p, instruction) for p in probes]
+    template = with_instruction_template(tokenizer.chat_template, instruction)
     batches = [
         torch.tensor(
             [tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"]]
         )
         for p in probes
     ]
+
+    def same_ids(tok) -> int:
+        """How many probes `tok` renders, without their instruction, to the reference ids."""
+        return sum(
+            tok(render_prompt(tok, p), add_special_tokens=False)["input_ids"] == b[0].tolist()
+            for p, b in zip(asked, batches, strict=True)
+        )
+
+    say(f"loading {source.name} and the adapter")
     model = load_adapter(load_model(source), adapter).eval()
     reference_logits = merging.probe_logits(model, batches)
     reference = generate(model, tokenizer, probes, max_new, precision="fp32")
@@ -194,21 +329,34 @@ def _export_weights(
     merged = merging.merge_adapter(model)
     in_memory = merging.max_difference(merging.probe_logits(merged, batches), reference_logits)
     numbers = {"max_logit_diff": in_memory, "tolerance": tolerance, "probes": len(probes)}
+    numbers["probes_from"] = probes_from
+    detail = ""
+    passed = True
     if merge:
-        folder = merging.save_merged(merged, tokenizer, result.out / "merged")
+        folder = merging.save_merged(merged, tokenizer, result.out / "merged", template)
         on_disk = merging.max_difference(
             merging.probe_logits(merging.reload(folder), batches), reference_logits
         )
         numbers["max_logit_diff_on_disk"] = on_disk
+        numbers["same_ids"] = same_ids(AutoTokenizer.from_pretrained(folder))
+        passed = numbers["same_ids"] == len(probes)
+        detail = (
+            f"; its template renders {numbers['same_ids']}/{len(probes)} probes without their "
+            "instruction to the same tokens"
+        )
         result.files["merged"] = str(folder)
         result.commands["transformers"] = f"AutoModelForCausalLM.from_pretrained('{folder}')"
         result.commands["vllm-merged"] = f"vllm serve {folder}"
     worst = max(v for k, v in numbers.items() if k.startswith("max_logit"))
+    # float32 rounding of W + BA grows with the logits' size, so the bound is relative to it
+    scale = max(float(x.abs().max()) for x in reference_logits)
+    numbers["max_abs_logit"] = scale
     result.checks.append(
         Check(
             "merge",
-            worst <= tolerance,
-            f"merged logits within {worst:.2e} of the adapter model's (tolerance {tolerance:g})",
+            passed and worst <= tolerance * scale,
+            f"merged logits within {worst:.2e} of the adapter model's, whose logits reach "
+            f"{scale:.1f} (tolerance {tolerance:g} of that: {tolerance * scale:.2e})" + detail,
             numbers,
         )
     )
@@ -217,30 +365,32 @@ def _export_weights(
     pre = source_pre_tokenizer(source.path)
     for quant in quants:
         path = result.out / f"model-{quant}.gguf"
-        info = write_gguf(merged, tokenizer, path, quant, name=name, source_pre=pre)
-        back_model, back_tok = load_gguf(path)
-        same_ids = all(
-            back_tok(render_prompt(back_tok, p), add_special_tokens=False)["input_ids"]
-            == b[0].tolist()
-            for p, b in zip(probes, batches, strict=True)
+        info = write_gguf(
+            merged, tokenizer, path, quant, name=name, source_pre=pre, chat_template=template
         )
-        answers = generate(back_model, back_tok, probes, max_new, precision="fp32")
+        back_model, back_tok = load_gguf(path)
+        ids = same_ids(back_tok)
+        # Asked as a user asks: the instruction comes from the file's own chat template.
+        answers = generate(back_model, back_tok, asked, max_new, precision="fp32")
         agree = sum(a == r for a, r in zip(answers, reference, strict=True))
         differ = [
             {"prompt": p[-1]["content"], "adapter": r, "gguf": a}
             for p, r, a in zip(probes, reference, answers, strict=True)
             if a != r
         ][:5]
-        passed = same_ids and (agree == len(probes) or quant != "f16")
+        passed = ids == len(probes) and (agree == len(probes) or quant != "f16")
         result.checks.append(
             Check(
                 f"gguf-{quant}",
                 passed,
-                f"read back by transformers: same token ids {same_ids}; greedy answers equal "
-                f"to the adapter model's on {agree}/{len(probes)} probes",
+                f"read back by transformers: its template renders {ids}/{len(probes)} probes "
+                f"(without the instruction) to the same tokens; greedy answers equal to the "
+                f"adapter model's on {agree}/{len(probes)} probes ({probes_from})",
                 {
                     "agree": agree,
+                    "same_ids": ids,
                     "probes": len(probes),
+                    "probes_from": probes_from,
                     "bytes": info["bytes"],
                     "tensors": info["tensors"],
                     "pre_tokenizer": info["pre_tokenizer"],
@@ -250,31 +400,45 @@ def _export_weights(
         )
         say(result.checks[-1].detail)
         result.files[f"gguf-{quant}"] = str(path)
-        result.commands[f"llama.cpp-{quant}"] = f"llama-cli -m {path} -cnv"
+        result.commands[f"llama.cpp-{quant}"] = f"llama-server -m {path} --jinja"
         del back_model
     if ollama:
-        from tuneloop.export.ollama import chat_format, modelfile
+        from tuneloop.export.ollama import chat_format, check_modelfile, modelfile
 
         fmt = chat_format(tokenizer, probes)
         stops = [tokenizer.convert_ids_to_tokens(i) for i in stop_token_ids(tokenizer)]
-        instruction = (recipe.get("task") or {}).get("instruction")
         gguf_name = f"model-{quants[0]}.gguf"
-        write_text(result.out / "Modelfile", modelfile(gguf_name, fmt, stops, instruction))
-        result.files["ollama"] = str(result.out / "Modelfile")
-        result.commands["ollama"] = f"ollama create {name} -f {result.out / 'Modelfile'}"
+        path = result.out / "Modelfile"
+        write_text(path, modelfile(gguf_name, fmt, stops, instruction))
+        check = check_modelfile(path, result.out / gguf_name, fmt, instruction, stops, name)
+        result.files["ollama"] = str(path)
+        result.commands["ollama"] = f"ollama create {name} -f {path}"
         result.checks.append(
             Check(
                 "ollama",
-                True,
-                f"Modelfile TEMPLATE renders all {len(probes)} probes exactly as the "
-                f"training chat template; stops {stops}",
-                {"stops": stops},
+                check.ok,
+                "; ".join(
+                    [
+                        f"TEMPLATE renders all {len(probes)} probes as the chat template",
+                        *check.checked,
+                        *(f"PROBLEM: {p}" for p in check.problems),
+                        *(f"not checked: {n}" for n in check.not_checked),
+                    ]
+                ),
+                {
+                    "stops": stops,
+                    "checked": check.checked,
+                    "not_checked": check.not_checked,
+                    "problems": check.problems,
+                },
             )
         )
+        say(result.checks[-1].detail)
 
 
-def _probes(adapter: Path, recipe: dict, n: int) -> list[list[dict[str, str]]]:
-    """The run's held-out prompts with the task instruction, else a few generic chats."""
+def _probes(adapter: Path, recipe: dict, n: int | None) -> tuple[list[list[dict]], str]:
+    """The run's held-out prompts with the task instruction (the first `n`; None: all), and
+    where they came from; three generic chats when the run has none, and the reason."""
     from tuneloop.data.formats import read_examples
     from tuneloop.data.templates import with_instruction
 
@@ -283,14 +447,34 @@ def _probes(adapter: Path, recipe: dict, n: int) -> list[list[dict[str, str]]]:
     if heldout:
         candidates.append(Path(heldout))
     instruction = (recipe.get("task") or {}).get("instruction")
+    unread = []
     for path in candidates:
         try:
-            examples = read_examples(path, format="auto")[:n] if path.is_file() else []
-        except UserError:  # a CSV that needs the recipe's column mapping, ...
+            examples = read_examples(path, format="auto") if path.is_file() else []
+        except UserError as exc:  # a CSV that needs the recipe's column mapping, ...
+            unread.append(f"{path} ({exc.problems[0].what})")
             continue
         if examples:
-            return [with_instruction(ex, instruction).prompt_messages for ex in examples]
-    return [with_instruction_messages(p, instruction) for p in DEFAULT_PROBES[:n]]
+            total = len(examples)
+            examples = examples[:n] if n else examples
+            return [with_instruction(ex, instruction).prompt_messages for ex in examples], (
+                f"held-out prompts from {path}"
+                + (f" (the first {len(examples)} of {total})" if len(examples) < total else "")
+            )
+    why = "; ".join(unread) or "none of " + ", ".join(str(p) for p in candidates) + " exists"
+    generic = [with_instruction_messages(p, instruction) for p in DEFAULT_PROBES[: n or None]]
+    return generic, (
+        f"GENERIC prompts: this run has no held-out prompts to check with ({why}); the checks "
+        "below say only that the export behaves like the adapter on these generic chats"
+    )
+
+
+def _without_instruction(messages: list[dict], instruction: str | None) -> list[dict]:
+    """A probe as a user sends it: without the system message `with_instruction` added."""
+    first = messages[0] if messages else {}
+    if instruction and first.get("role") == "system" and first.get("content") == instruction:
+        return messages[1:]
+    return messages
 
 
 def with_instruction_messages(messages: list[dict], instruction: str | None) -> list[dict]:

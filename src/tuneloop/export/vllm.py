@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuneloop.errors import Problem
+from tuneloop.models.adapters import PROMPT_LEARNING, prompt_learning_refusal
 
 MAX_LORA_RANKS = (8, 16, 32, 64, 128, 256)
 _LLAMA_LIKE = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
@@ -57,6 +58,10 @@ def check_vllm(adapter: Path, model_type: str | None = None) -> VllmCheck:
         check.problems.append(Problem(what, where, fix))
 
     peft_type = str(config.get("peft_type", "")).upper()
+    if peft_type in PROMPT_LEARNING:
+        problem = prompt_learning_refusal(peft_type, adapter, "--vllm").problems[0]
+        refuse(problem.what, problem.fix)
+        return check
     if peft_type != "LORA":
         refuse(
             f"vLLM serves LoRA adapters only; this is {peft_type}",
@@ -134,10 +139,14 @@ def _weight_modules(adapter: Path) -> set[str]:
     return {k.split(".lora_")[0].rsplit(".", 1)[-1] for k in _weight_keys(path) if ".lora_" in k}
 
 
-def serve_command(base: str, adapters: dict[str, Path], max_lora_rank: int) -> str:
-    """The `vllm serve` command line for `adapters` ({name: folder}) on `base`."""
-    modules = " ".join(f"{name}={path}" for name, path in adapters.items())
+def serve_command(
+    base: str, adapters: dict[str, str | Path], max_lora_rank: int, chat_template: str | None = None
+) -> str:
+    """The `vllm serve` command line for `adapters` ({name: folder}) on `base`; each
+    `name=folder` is double-quoted so a shell variable in it (serve.sh's `$HERE`) expands."""
+    modules = " ".join(f'"{name}={path}"' for name, path in adapters.items())
+    template = f" --chat-template {chat_template}" if chat_template else ""
     return (
         f"vllm serve {base} --enable-lora --lora-modules {modules} "
-        f"--max-lora-rank {max_lora_rank} --max-loras {max(1, len(adapters))}"
+        f"--max-lora-rank {max_lora_rank} --max-loras {max(1, len(adapters))}{template}"
     )

@@ -244,6 +244,26 @@ def load_trained(base, folder: str | Path, trainable: bool = False):
     )
 
 
+# PEFT types that learn inputs (virtual tokens or per-layer key/value prefixes), not weights:
+# nothing to fold into the base, and no server (tuneloop serve, vLLM) takes them.
+PROMPT_LEARNING = ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING")
+
+
+def prompt_learning_refusal(peft_type: str, folder: Path, field: str) -> UserError:
+    """The one honest answer for a prompt-learning adapter asked to be served or exported:
+    what does not work, why, and what does."""
+    return UserError(
+        f"{folder} is a {peft_type} adapter: it learned inputs put in front of every prompt, not "
+        "weights, so there is nothing to merge into the base model or convert to GGUF, and "
+        "neither tuneloop serve nor vLLM serves prompt-learning adapters",
+        field,
+        "use it where PEFT runs it, as tuneloop eval does: in Python, "
+        f"`AutoPeftModelForCausalLM.from_pretrained('{folder}')`, prompting with the chat "
+        "template and task instruction saved in that folder; to serve or export the task, "
+        "train it with train.method lora",
+    )
+
+
 def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
     """Put a saved PEFT adapter on `model` (the base it was trained on)."""
     from peft import PeftModel

@@ -77,3 +77,23 @@ def run_diff(reg: Registry, a: str, b: str) -> dict:
         "metrics": metric_diff(latest_metrics(reg, a), latest_metrics(reg, b)),
         "data": data,
     }
+
+
+def measured_throughput(reg: Registry, model_name: str, method: str | None = None) -> dict | None:
+    """The tokens/s the latest finished run of `model_name` (with `method`, when given) measured
+    while training, with where it was measured: {"tokens_per_s", "run", "method", "device",
+    "updated"}; None when no such run is registered."""
+    for r in reversed(reg.runs()):
+        summary = r["summary"] or {}
+        run_method = (r["recipe"].get("train") or {}).get("method")
+        same = r["model_name"] == model_name and (not method or run_method in (None, method))
+        if r["status"] != "finished" or not same or not summary.get("tokens_per_s"):
+            continue
+        return {
+            "tokens_per_s": float(summary["tokens_per_s"]),
+            "run": r["id"],
+            "method": run_method,
+            "device": summary.get("device") or (r["hardware"] or {}).get("device"),
+            "updated": r["updated"],
+        }
+    return None

@@ -79,6 +79,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX evals_run ON evals(run_id);
     CREATE INDEX gates_run ON gates(run_id);
     """,
+    # The provenance file of a dataset a teacher wrote (`tuneloop distill generate`), as JSON.
+    "ALTER TABLE datasets ADD COLUMN provenance TEXT",
 ]
 
 LIVE_STATUSES = ("created", "training")
@@ -150,18 +152,25 @@ class Registry:
 
     # -- datasets ------------------------------------------------------------------------------
 
-    def add_dataset(self, sha256: str, path: str, hashes: list, lint: dict | None = None) -> int:
-        """The dataset's id; a file already registered (same content hash) is not added twice."""
+    def add_dataset(self, sha256: str, path: str, hashes: list, lint: dict | None = None,
+                    provenance: dict | None = None) -> int:  # fmt: skip
+        """The dataset's id; a file already registered (same content hash) is not added twice
+        (its lint and provenance are updated when given). A dataset of no examples is refused:
+        registered, it would read as real data in every diff."""
         with self.transaction() as db:
             row = db.execute("SELECT id FROM datasets WHERE sha256 = ?", (sha256,)).fetchone()
             if row:
-                if lint is not None:
-                    db.execute("UPDATE datasets SET lint = ? WHERE id = ?", (_j(lint), row[0]))
+                for column, value in (("lint", lint), ("provenance", provenance)):
+                    if value is not None:
+                        db.execute(f"UPDATE datasets SET {column} = ? WHERE id = ?",
+                                   (_j(value), row[0]))  # fmt: skip
                 return row[0]
+            if not hashes:
+                raise ValueError(f"{path} has no examples: a dataset of 0 is not registered")
             cur = db.execute(
-                "INSERT INTO datasets (sha256, path, n_examples, hashes, lint, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (sha256, path, len(hashes), _j(hashes), _j(lint), now()),
+                "INSERT INTO datasets (sha256, path, n_examples, hashes, lint, provenance, "
+                "created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (sha256, path, len(hashes), _j(hashes), _j(lint), _j(provenance), now()),
             )
             return cur.lastrowid
 
@@ -299,7 +308,8 @@ def _j(value) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
 
 
-JSON_COLUMNS = {"recipe", "hardware", "summary", "hashes", "lint", "metrics", "reasons", "details"}
+JSON_COLUMNS = {"recipe", "hardware", "summary", "hashes", "lint", "provenance", "metrics",
+                "reasons", "details"}  # fmt: skip
 
 
 def _row(row: sqlite3.Row | None) -> dict | None:

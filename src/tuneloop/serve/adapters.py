@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneloop.errors import UserError
+from tuneloop.models.adapters import PROMPT_LEARNING, prompt_learning_refusal
 
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch, and the base model's name here
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
@@ -33,12 +34,23 @@ class AdapterSpec:
     name: str
     path: Path  # the folder holding adapter_config.json
     peft_type: str
+    method: str | None  # the recipe's train.method: lora, qlora, dora, ...
     use_dora: bool
     rank: int | None
     base_model: str | None  # `model.name` of the recipe it was trained with
     instruction: str | None
     max_new_tokens: int | None
     run_id: str | None
+
+    @property
+    def served_on(self) -> str:
+        """What this adapter runs on here, against what it was trained and evaluated on."""
+        if self.method == "qlora":
+            return (
+                "the full-precision base (trained and evaluated on a 4-bit NF4 base: answers "
+                "can differ from tuneloop eval's)"
+            )
+        return "the full-precision base, as trained and evaluated"
 
     @property
     def mixable(self) -> bool:
@@ -81,6 +93,7 @@ def read_spec(name: str, folder: Path) -> AdapterSpec:
         name=name,
         path=folder,
         peft_type=str(config.get("peft_type", "")).upper(),
+        method=(recipe.get("train") or {}).get("method"),
         use_dora=bool(config.get("use_dora")),
         rank=config.get("r"),
         base_model=meta.get("base_model"),
@@ -88,7 +101,9 @@ def read_spec(name: str, folder: Path) -> AdapterSpec:
         max_new_tokens=(recipe.get("eval") or {}).get("max_new_tokens"),
         run_id=meta.get("run"),
     )
-    if spec.peft_type != "LORA":
+    if spec.peft_type in PROMPT_LEARNING:
+        raise prompt_learning_refusal(spec.peft_type, folder, str(folder))
+    if spec.peft_type != "LORA":  # IA3: its scaling vectors merge into the base weights
         raise UserError(
             f"adapter `{name}` is a {spec.peft_type} adapter; tuneloop serve serves LoRA adapters",
             str(folder),

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from tuneloop.config import Recipe
+from tuneloop.data.stats import write_run_audit
 from tuneloop.errors import UserError
 from tuneloop.files import write_json
 from tuneloop.models.adapters import (
@@ -105,6 +106,9 @@ def train(
     dist, device = distributed.setup()
     say = say if (say and dist.main) else (lambda _: None)
     source, tokenizer, data = prepare(recipe)  # every check that needs no weights
+    no_heldout_loss = check_heldout_loss(recipe, data)
+    if no_heldout_loss:
+        say(no_heldout_loss)
 
     precision = resolve_precision(cfg.precision, device)
     batch_size = min(cfg.batch_size, len(data.train))
@@ -137,6 +141,9 @@ def train(
     # Everything that can fail on the user's input has run: only now does a run folder appear.
     run = _open_run(recipe, resume, data, dist)
     if dist.main:
+        # Lint the data as it trains and write `data/audit.json` (the report's data audit).
+        lint = write_run_audit(recipe, run.path / "data", data.lengths, data.truncation,
+                               bool(data.info.get("split_made")))  # fmt: skip
         run.update(
             status="training",
             method=cfg.method,
@@ -147,14 +154,19 @@ def train(
                 "origin": source.origin,
                 "weights_sha256_16": weights_hash(source),
             },
-            data=data.info,
+            data={**data.info, "lint": lint},
             truncation=data.truncation,
             precision=precision,
             device=str(device),
+            hardware=training_hardware(device, dist.world),
             processes=dist.world,
             parallelism=dist.kind,
             total_steps=total_steps,
+            heldout_loss=bool(cfg.eval_every and data.heldout),
         )
+        notes = run.info().get("notes", [])
+        if no_heldout_loss and no_heldout_loss not in notes:
+            run.update(notes=[*notes, no_heldout_loss])
 
     frozen = getattr(loss_fn, "frozen_models", [])  # a DPO reference copy, a teacher
     sequences = batch_size * data.sequences_per_item  # in a micro-batch; a shared prefix
@@ -162,6 +174,7 @@ def train(
     memory = estimate_memory(model, cfg, batch_size, data.lengths, precision, frozen, shared)
     say(memory.table())
     if dist.main:
+        say(_lint_line(lint, recipe))
         run.update(memory_estimate=memory.as_dict())
 
     step_module = dist.wrap(LossModule(model, loss_fn))
@@ -238,6 +251,72 @@ def train(
         )
     dist.barrier()
     return run
+
+
+def check_heldout_loss(recipe: Recipe, data: ObjectiveData) -> str | None:
+    """With `train.eval_every` and no held-out item left after tokenizing (all longer than
+    `train.max_length` under `drop`), there is no held-out loss. Early stopping needs one, so
+    it is refused here, before weights load; plain evaluation is switched off, and the sentence
+    returned says so (the session prints it and notes it in run.json)."""
+    cfg = recipe.train
+    if not cfg.eval_every or data.heldout:
+        return None
+    n = data.info.get("n_heldout") or 0
+    why = (
+        f"none of the {n} held-out example{'s' if n != 1 else ''} is left after tokenizing "
+        f"(train.max_length {cfg.max_length}, train.truncation {cfg.truncation})"
+        if n
+        else "the held-out set is empty"
+    )
+    if cfg.early_stopping is not None:
+        raise UserError(
+            f"train.early_stopping needs a held-out loss, but {why}",
+            "train.early_stopping",
+            "raise train.max_length, set train.truncation: truncate_left, or remove "
+            "train.early_stopping",
+        )
+    return f"train.eval_every: no held-out loss, since {why}; training runs without evaluation"
+
+
+def _lint_line(lint: dict, recipe: Recipe) -> str:
+    codes = ", ".join(f"{code} {n}" for code, n in lint["codes"].items())
+    return f"data lint: {lint['error']} error(s), {lint['warning']} warning(s)" + (
+        f" ({codes}); `tuneloop data lint {recipe.data.train}` lists them" if codes else ""
+    )
+
+
+def training_hardware(device: torch.device, processes: int = 1) -> dict:
+    """What training runs on, as it sees it: the device, CPU and GPU names, cores, memory, and
+    the torch version (beside the platform `workspace.hardware` records)."""
+    import os
+    import platform
+
+    from tuneloop.workspace import hardware
+
+    info = {**hardware(), "device": str(device), "processes": processes}
+    info["cpu"] = _cpu_name() or platform.processor() or platform.machine()
+    info["cpus_usable"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    try:
+        info["memory_gb"] = round(
+            os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1
+        )
+    except (ValueError, OSError, AttributeError):
+        info["memory_gb"] = None
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
+                    cuda=torch.version.cuda)  # fmt: skip
+    return info
+
+
+def _cpu_name() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def _without_shared_prefix(collate: Callable[[list], dict]) -> Callable[[list], dict]:

@@ -11,11 +11,12 @@ or without a trained adapter or fine-tuned weights from a run) or any OpenAI-com
                     other keys are kept as `meta`
 
 and the output is `messages` JSONL that `tuneloop data lint` and `tuneloop train` read, with
-`<out>.provenance.json` beside it:
+`<out>.provenance.json` beside it (a run trained on `<out>` links it in the registry):
 
     {"teacher": {"kind": "endpoint", "url": "http://127.0.0.1:8000/v1", "model": "big"},
      "parameters": {"max_new_tokens": 256, "temperature": 0.0, ...},
      "prompts": {"file": "prompts.jsonl", "sha256": "...", "count": 200},
+     "output": {"file": "distilled.jsonl", "format": "messages", "sha256": "..."},
      "written": 198, "skipped_empty": 2, "started": "...", "finished": "...", "seconds": 41.2}
 """
 
@@ -263,6 +264,9 @@ def generate_dataset(teacher, prompts_path: str | Path, out: str | Path, max_new
         "seconds": round(time.perf_counter() - t0, 2),
     }
     write_text(out, "".join(r + "\n" for r in records))
+    # The data's hash ties the provenance to this very file: training links the two in the
+    # registry, and says when the file was edited after the teacher wrote it.
+    provenance["output"]["sha256"] = sha256_file(out)
     write_json(provenance_path(out), provenance)
     return provenance
 
