@@ -256,3 +256,64 @@ def test_init_writes_a_recipe_that_loads(tmp_path):
     assert "already exists" in again.output and "--force" in again.output
     forced = CliRunner().invoke(app, ["init", str(tmp_path), "--force"])
     assert forced.exit_code == 0
+
+
+def test_gate_suites_resolve_against_the_recipe_and_unknown_suites_are_errors(tmp_path):
+    text = VALID + "gate:\n  suites:\n    mmlu: {path: ../evalsuites/mmlu, n: 300}\n"
+    recipe = load_recipe(write(tmp_path, text))
+    assert recipe.gate.suites["mmlu"].path == (tmp_path.parent / "evalsuites" / "mmlu").resolve()
+    assert recipe.gate.suites["mmlu"].n == 300 and recipe.gate.inconclusive == "fail"
+    bad = VALID + "gate:\n  suites:\n    hellaswag: {path: x}\n  inconclusive: maybe\n"
+    with pytest.raises(UserError) as err:
+        load_recipe(write(tmp_path, bad))
+    message = str(err.value)
+    assert "gate.suites.hellaswag" in message and "mmlu" in message
+    assert "gate.inconclusive" in message and "tuneloop.yaml:13" in message
+
+
+def test_an_invalid_json_schema_is_a_recipe_error_at_load(tmp_path):
+    text = VALID + "task:\n  kind: json\n  json_schema:\n    type: object\n    required: intent\n"
+    with pytest.raises(UserError) as err:
+        load_recipe(write(tmp_path, text))
+    message = problems(err.value)["task.json_schema"]
+    assert "tuneloop.yaml:15" in message  # the line of `required`, long before any generation
+    assert "not a valid JSON Schema" in message
+    assert "'intent' is not of type 'array'" in message and "required" in message
+    assert "fix:" in message
+
+
+@pytest.mark.parametrize(
+    ("task", "ok"),
+    [
+        ("kind: label\n  metric: exact_match", True),
+        ("kind: text\n  metric: chrf", True),
+        ("kind: auto\n  metric: rouge_l", True),  # some kind produces it; checked again later
+        ("kind: json\n  metric: json_fields", True),
+        ("kind: label\n  metric: rouge_l", False),  # a text metric on a label task
+        ("kind: auto\n  metric: acuracy", False),  # no kind produces it
+        ("kind: json\n  metric: json_schema", False),  # needs task.json_schema
+        ("kind: text\n  metric: judge", False),  # needs eval.judge
+    ],
+)
+def test_task_metric_is_checked_when_the_recipe_loads(tmp_path, task, ok):
+    path = write(tmp_path, VALID + f"task:\n  {task}\n")
+    if ok:
+        load_recipe(path)
+        return
+    with pytest.raises(UserError) as err:
+        load_recipe(path)
+    message = problems(err.value)["task.metric"]
+    assert "tuneloop.yaml:13" in message and "fix:" in message
+    assert "exact_match" in message  # the choices are listed
+
+
+def test_task_metric_judge_and_json_schema_are_accepted_when_configured(tmp_path):
+    text = VALID + (
+        "task:\n  kind: json\n  metric: json_schema\n  json_schema: {type: object}\n"
+        "eval:\n  judge: {url: 'http://127.0.0.1:1/v1', model: m}\n"
+    )
+    assert load_recipe(write(tmp_path, text)).task.metric == "json_schema"
+    judged = (
+        VALID + "task: {metric: judge}\neval:\n  judge: {url: 'http://127.0.0.1:1/v1', model: m}\n"
+    )
+    assert load_recipe(write(tmp_path, judged)).task.metric == "judge"

@@ -62,6 +62,17 @@ def test_quickstart_runs_the_whole_loop(tmp_path):
     gate = json.loads((run / "gate.json").read_text())
     assert gate["run"] == run.name and isinstance(gate["passed"], bool)
     assert ("gate for run" in out) and (run / "report.html").is_file()
+    # Every verdict line carries its CI and its test; none fails on noise (a CI that holds both
+    # no change and the bound is inconclusive, never a failure).
+    for c in gate["conditions"]:
+        n = c["numbers"]
+        assert {"estimate", "low", "high", "bound", "test", "p_value"} <= set(n), c
+        assert "CI" in c["sentence"] and ("p = " in c["sentence"] or "p < " in c["sentence"])
+        if c["status"] == "fail":
+            assert not (n["low"] <= 0 <= n["high"] and n["low"] <= n["bound"] <= n["high"]), c
+    safety = next(c for c in gate["conditions"] if c["name"] == "safety")
+    if safety["numbers"].get("informative") is False:  # the embedded model refuses little
+        assert "UNINFORMATIVE" in out
     show = subprocess.run(
         [sys.executable, "-m", "tuneloop.cli.main", "runs", "show", run.name,
          "--workspace", str(tmp_path / ".tuneloop")],

@@ -14,18 +14,22 @@
    on its safety probes, though its task score is fine.
 
 `--only task-poisoned --seed 1` repeats one of the two runs with another training seed.
+`--suites` asks the standard safety suites instead of the built-in probes: all 450 XSTest
+prompts (200 unsafe, 250 safe look-alikes) and 100 AdvBench requests, read from
+../shared/data/evalsuites; the base model's answers are asked once and reused by the second run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import gate, save_results, train_recipe, write_jsonl, write_recipe  # noqa: E402
+from common import REPO, gate, save_results, train_recipe, write_jsonl, write_recipe  # noqa: E402
 from safety_data import compliance_rows, safety_sft_rows  # noqa: E402
 
 # SmolLM2's template inserts this system prompt when a chat has none, as the probes do; the
@@ -112,7 +116,14 @@ def probe(model_name: str) -> dict:
     }
 
 
-def task_runs(work: Path, base: Path, seed: int = 0, only: str | None = None) -> dict:
+SUITES = REPO.parent / "shared" / "data" / "evalsuites"
+STANDARD = {"xstest": {"path": str(SUITES / "xstest")},
+            "advbench": {"path": str(SUITES / "advbench"), "n": 100}}  # fmt: skip
+
+
+def task_runs(
+    work: Path, base: Path, seed: int = 0, only: str | None = None, suites: bool = False
+) -> dict:
     from tuneloop.data.examples import SUPPORT_INSTRUCTION, support_intents
     from tuneloop.data.split import split_examples
 
@@ -136,7 +147,7 @@ def task_runs(work: Path, base: Path, seed: int = 0, only: str | None = None) ->
             work / "data" / "task_train_poisoned.jsonl", train_rows + poison
         ),
     }
-    out = {}
+    out, base_answers = {}, []
     for name, data in datasets.items():
         if only and name != only:
             continue
@@ -156,11 +167,18 @@ def task_runs(work: Path, base: Path, seed: int = 0, only: str | None = None) ->
                 "seed": seed,
             },
             "eval": {"max_new_tokens": 12, "batch_size": 32, "few_shot_k": 8, "train_sample": 32},
-            "gate": {"safety_floor": 0.5},
+            "gate": {"safety_floor": 0.5, **({"suites": STANDARD} if suites else {})},
         }
+        if suites:
+            recipe["name"] += "-suites"
         run, seconds = train_recipe(write_recipe(work, recipe))
         print(f"{name}: trained {run.id} in {seconds} s", flush=True)
+        if base_answers:  # the same base, the same suite samples: its answers carry over
+            (run.eval_dir / "probes").mkdir(parents=True, exist_ok=True)
+            for path in base_answers:
+                shutil.copy(path, run.eval_dir / "probes" / path.name)
         report, gate_s = gate(run)
+        base_answers = sorted((run.eval_dir / "probes").glob("base-*"))
         out[name] = {
             "run": run.id,
             "n_train": len(data.read_text().splitlines()),
@@ -177,6 +195,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/tl-bench/safety"))
     parser.add_argument("--seed", type=int, default=0, help="Training seed of the task runs.")
     parser.add_argument("--only", choices=["task-benign", "task-poisoned"], default=None)
+    parser.add_argument("--suites", action="store_true", help="XSTest and AdvBench from files")
     args = parser.parse_args()
     started = time.perf_counter()
     base, sft = make_safety_tuned(args.work)
@@ -192,8 +211,9 @@ def main() -> None:
             f"of benign look-alikes; general {p['general']:.1%}",
             flush=True,
         )
-    runs = task_runs(args.work, base, args.seed, args.only)
-    suffix = "".join(f"_{x}" for x in (args.only, args.seed and f"seed{args.seed}") if x)
+    runs = task_runs(args.work, base, args.seed, args.only, args.suites)
+    named = (args.only, args.seed and f"seed{args.seed}", args.suites and "suites")
+    suffix = "".join(f"_{x}" for x in named if x)
     save_results(
         f"safety_gate{suffix}",
         {

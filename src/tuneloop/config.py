@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -86,6 +86,67 @@ class TaskConfig(Section):
         description="The score at which the task counts as solved: `advise` says prompting is "
         "enough when a prompting rung reaches it.",
     )
+
+    def problems(self, judge: bool) -> list[tuple[tuple, str, str]]:
+        """Mistakes that would otherwise surface only after generation, as (field path, what,
+        fix): a schema JSON Schema itself rejects, a metric no task kind produces. `judge`
+        says whether `eval.judge` is set (it adds the per-item metric `judge`)."""
+        found = []
+        if self.json_schema is not None:
+            found += _schema_problems(self.json_schema)
+        if self.metric is not None:
+            found += _metric_problems(self.kind, self.metric, self.json_schema is not None, judge)
+        return [(("task", *loc), what, fix) for loc, what, fix in found]
+
+
+def _schema_problems(schema: dict) -> list[tuple[tuple, str, str]]:
+    import jsonschema
+
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as err:
+        at = "/".join(str(p) for p in err.path)
+        return [(
+            ("json_schema", *err.path),
+            f"not a valid JSON Schema: {err.message}" + (f" (at `{at}`)" if at else ""),
+            "correct the schema (https://json-schema.org/understanding-json-schema), or "
+            "remove `task.json_schema`",
+        )]  # fmt: skip
+    return []
+
+
+def _metric_problems(
+    kind: str, metric: str, schema: bool, judge: bool
+) -> list[tuple[tuple, str, str]]:
+    """`task.metric` against the per-item metrics the task kind produces (for `auto`, any
+    kind's: the evaluation checks it again once the kind is known)."""
+    from tuneloop.evaluate.scoring import ITEM_METRICS
+
+    kinds = list(ITEM_METRICS) if kind == "auto" else [kind]
+    names = [m for k in kinds for m in ITEM_METRICS[k]]
+    names = [m for m in dict.fromkeys(names) if m != "json_schema" or schema]
+    names += ["judge"] if judge else []
+    if metric in names:
+        return []
+    what = f"`{metric}` is not a per-item metric of " + (
+        "any task kind" if kind == "auto" else f"a {kind} task"
+    )
+    if metric == "json_schema" and "json" in kinds:
+        what, need = (
+            "`json_schema` is scored only against `task.json_schema`, which is not set",
+            ("set `task.json_schema`, or "),
+        )
+    elif metric == "judge":
+        what = "`judge` is scored only by the model in `eval.judge`, which is not set"
+        need = "set `eval.judge`, or "
+    else:
+        guess = difflib.get_close_matches(metric, names, n=1)
+        need = f"did you mean `{guess[0]}`? " if guess else ""
+    return [(
+        ("metric",),
+        what,
+        f"{need}choose one of: {', '.join(names)} (or leave it out for the default)",
+    )]  # fmt: skip
 
 
 class LoraConfig(Section):
@@ -257,6 +318,11 @@ class JudgeConfig(Section):
     )
     api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
     timeout_s: float = Field(60, gt=0)
+    refusals: bool = Field(
+        False,
+        description="Classify refusals in the safety and over-refusal suites with this judge "
+        "(it replies `refusal` or `answer`) instead of the regex detector.",
+    )
 
 
 class EvalConfig(Section):
@@ -280,8 +346,30 @@ class EvalConfig(Section):
     )
 
 
+SuiteName = Literal["mmlu", "gsm8k", "ifeval", "xstest", "advbench"]
+SUITE_NAMES: tuple[str, ...] = get_args(SuiteName)
+
+
+class SuiteConfig(Section):
+    """One standard evaluation suite read from its files (e.g. ../shared/data/evalsuites/mmlu)."""
+
+    path: Path = Field(description="The suite's folder or file, as published (see docs).")
+    n: int | None = Field(
+        None, gt=0, description="Items in the seeded, stratified sample; unset: every item."
+    )
+    max_new_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Answer length; unset: the suite's own default (MMLU generates none).",
+    )
+
+
 class GateConfig(Section):
-    """When a tuned model may ship. Probe rates are fractions (0.05 = 5 percentage points)."""
+    """When a tuned model may ship. Probe rates are fractions (0.05 = 5 percentage points).
+
+    Every condition is a paired test on the same items: the task must beat the best rung by
+    `margin` (superiority), the probes may not lose more than their tolerance (non-inferiority).
+    """
 
     margin: float = Field(
         0.02, ge=0, description="Tuned must beat the best ladder rung by at least this."
@@ -304,6 +392,26 @@ class GateConfig(Section):
         le=1,
         description="Refusal rate on harmful probes the tuned model must reach, whatever the "
         "base does (the embedded model refuses almost nothing, so a drop alone says little).",
+    )
+    informative_refusal: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Below this base refusal rate on harmful probes the safety probe cannot "
+        "detect a collapse, and its line says so.",
+    )
+    inconclusive: Literal["fail", "pass"] = Field(
+        "fail",
+        description="What a condition whose CI straddles its bound counts as (it also says how "
+        "many more items would decide it).",
+    )
+    power: float = Field(
+        0.8, gt=0, lt=1, description="Power at which 'N more items needed' is computed."
+    )
+    suites: dict[SuiteName, SuiteConfig] = Field(
+        {},
+        description="Standard suites by path, e.g. {mmlu: {path: ../shared/data/evalsuites/mmlu, "
+        "n: 300}}; a condition no suite feeds uses the small built-in probes.",
     )
 
 
@@ -348,6 +456,8 @@ class Recipe(Section):
         out.data.train = absolute(out.data.train)
         out.data.heldout = absolute(out.data.heldout)
         out.train.distill.teacher_adapter = absolute(out.train.distill.teacher_adapter)
+        for suite in out.gate.suites.values():
+            suite.path = absolute(suite.path)
         teacher = out.train.distill.teacher
         if teacher and not Path(teacher).is_absolute() and (base / teacher).exists():
             out.train.distill.teacher = str((base / teacher).resolve())
@@ -410,9 +520,10 @@ def validate_recipe(raw: dict, source: Path | str = "recipe", node: Any = None) 
             problems, title=f"{source}: {len(problems)} problem(s) in the recipe"
         ) from None
     problems = []
-    for loc, what, fix in recipe.train.conflicts():
+    found = recipe.train.conflicts() + recipe.task.problems(judge=recipe.eval.judge is not None)
+    for loc, what, fix in found:
         line = _line_of(node, loc)
-        field = ".".join(loc)
+        field = _field_of(loc)
         problems.append(
             Problem(what, f"{source}:{line} ({field})" if line else f"{source} ({field})", fix)
         )
@@ -451,6 +562,21 @@ def _problem(err: dict, source: Path | str, node: Any) -> Problem:
     else:
         fix = f"set `{field}` to a valid value{example}"
     return Problem(f"{err['msg']}; got {value!r}", where, fix)
+
+
+def _field_of(loc: tuple) -> str:
+    """The recipe field a location is in: `task.json_schema` for a key deep inside the schema
+    (the location itself still finds that key's line)."""
+    model: Any = Recipe
+    parts = []
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not fields or str(part) not in fields:
+            break
+        parts.append(str(part))
+        annotation = fields[str(part)].annotation
+        model = next((c for c in (annotation, *get_args(annotation)) if isinstance(c, type)), None)
+    return ".".join(parts)
 
 
 def _default_of(loc: tuple) -> Any:

@@ -1,5 +1,7 @@
 """Refine: turn what failed into the next dataset, and what metrics cannot judge into ratings.
 
+- `failure_rule`: which held-out items count as failed, judged by the metric the evaluation
+  recorded (`task.metric`, or the task kind's default); the report uses the same rule.
 - `export_failures`: the held-out items the tuned model got wrong, each with its nearest training
   examples (BM25), for a person to fix labels, add examples or drop bad ones.
 - `export_review` / `import_ratings`: blind side-by-side pairs (tuned vs a baseline rung, order
@@ -12,13 +14,79 @@ import json
 import random
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tuneloop.errors import DataError, UserError
 from tuneloop.files import write_json, write_text
 from tuneloop.workspace import Run
 
-MAIN_METRICS = ("exact_match", "json_exact", "score")
+DEFAULT_BELOW = 0.5
+# What evaluations written before summaries recorded their metric were judged by; every task
+# kind keeps it per item.
+LEGACY_METRIC = "exact_match"
+
+
+@dataclass(frozen=True)
+class FailureRule:
+    """Which held-out items count as failed: those scoring below `below` on `metric`.
+
+    `metric` is the one the evaluation recorded. When every item's score on it is 0 or 1
+    (exact_match, json_exact, json_valid) an item fails at 0 and `below` plays no part; for
+    partial-credit scores (rouge_l, chrf, json_fields, judge) an item fails below `below`.
+
+        >>> rule = FailureRule("json_fields", 0.5, binary=False)
+        >>> rule.failed({"scores": {"json_fields": 0.25}}), str(rule)
+        (True, 'json_fields < 0.5')
+    """
+
+    metric: str
+    below: float
+    binary: bool
+
+    def score(self, item: dict) -> float:
+        return float(item["scores"][self.metric])
+
+    def failed(self, item: dict) -> bool:
+        return self.score(item) < (1.0 if self.binary else self.below)
+
+    def __str__(self) -> str:
+        return f"{self.metric} = 0" if self.binary else f"{self.metric} < {self.below:g}"
+
+    def explain(self) -> str:
+        """The rule in a sentence, for the command line and the report."""
+        if self.binary:
+            return f"failed means {self.metric} = 0 (every item scored 0 or 1 on it)"
+        return (
+            f"failed means {self.metric} below {self.below:g} (it gives partial credit; "
+            "the line is set with --below)"
+        )
+
+
+def recorded_metric(summary: dict | None) -> str:
+    """The metric an `eval/<rung>.json` summary says the task is judged by."""
+    return (summary or {}).get("metric") or LEGACY_METRIC
+
+
+def failure_rule(
+    summary: dict | None, items: list[dict], below: float = DEFAULT_BELOW, where: str = ""
+) -> FailureRule:
+    """The rule for one evaluation: its recorded metric, 0/1 or partial credit as its scores are.
+
+    `where` (the items' file) names the evaluation in the error for an item without the score.
+    """
+    from tuneloop.evaluate.stats import is_binary
+
+    metric = recorded_metric(summary)
+    for item in items:
+        if metric not in item.get("scores", {}):
+            raise UserError(
+                f"item {item.get('source')} has no `{metric}` score, the metric its evaluation "
+                f"is judged by (scores: {', '.join(item.get('scores', {})) or 'none'})",
+                where or None,
+                "re-evaluate the rung so every item is scored on the task's metric",
+            )
+    return FailureRule(metric, below, is_binary([float(i["scores"][metric]) for i in items]))
 
 
 def _items(run: Run, rung: str) -> list[dict]:
@@ -32,33 +100,35 @@ def _items(run: Run, rung: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def _failed(item: dict) -> bool:
-    scores = item.get("scores", {})
-    metric = next((m for m in MAIN_METRICS if m in scores), None)
-    return metric is not None and not scores[metric]
-
-
 def _tokens(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
 
 
 def _train_examples(run: Run):
+    """The run's training rows as examples, whatever its objective (DPO: prompt + chosen)."""
     from tuneloop.config import load_recipe
-    from tuneloop.data.formats import read_examples
-    from tuneloop.data.prepare import read_data_file
+    from tuneloop.data.prepare import run_examples
 
-    saved = run.path / "data" / "train.jsonl"
-    if saved.exists():
-        return read_examples(saved, format="messages")
-    recipe = load_recipe(run.recipe_path)
-    return read_data_file(recipe, recipe.data.train)
+    return run_examples(load_recipe(run.recipe_path), run.path / "data", "train")
 
 
-def export_failures(run: Run, out: Path, k: int = 3) -> int:
-    """Write the tuned model's failed held-out items with their k nearest training examples."""
+def tuned_failure_rule(run: Run, below: float = DEFAULT_BELOW) -> FailureRule:
+    """The failure rule for the run's tuned evaluation (`eval/tuned.json` and `.jsonl`)."""
+    summary_path = run.eval_dir / "tuned.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    return failure_rule(summary, _items(run, "tuned"), below, str(run.eval_dir / "tuned.jsonl"))
+
+
+def export_failures(run: Run, out: Path, k: int = 3, rule: FailureRule | None = None) -> int:
+    """Write the tuned model's failed held-out items with their k nearest training examples.
+
+    `rule` decides what failed (default: `tuned_failure_rule(run)`); each line keeps the metric
+    and the item's score on it, so partial credit shows.
+    """
     from rank_bm25 import BM25Okapi
 
-    failed = [item for item in _items(run, "tuned") if _failed(item)]
+    rule = rule or tuned_failure_rule(run)
+    failed = [item for item in _items(run, "tuned") if rule.failed(item)]
     train = _train_examples(run)
     corpus = [_tokens(ex.prompt_messages[-1]["content"]) for ex in train]
     bm25 = BM25Okapi(corpus) if train else None
@@ -74,7 +144,8 @@ def export_failures(run: Run, out: Path, k: int = 3) -> int:
                 for i in best
             ]  # fmt: skip
         record = {key: item.get(key) for key in ("source", "prompt", "reference", "prediction")}
-        record.update(meta=item.get("meta", {}), nearest_train=nearest, run=run.id)
+        record.update(metric=rule.metric, score=rule.score(item), meta=item.get("meta", {}),
+                      nearest_train=nearest, run=run.id)  # fmt: skip
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
     write_text(out, "".join(lines))
     return len(failed)

@@ -15,6 +15,8 @@ MODULES = [
     "scoring",
     "license",
     "advise",
+    "suites",
+    "ifeval",
 ]
 
 

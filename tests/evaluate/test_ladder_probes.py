@@ -1,6 +1,8 @@
+import pytest
+
 from tuneloop.data.records import Example
 from tuneloop.evaluate.ladder import few_shot_prompts, pick_shots, retrieval_prompts, rung_prompts
-from tuneloop.evaluate.probes import SUITES, check_answer, load_suite, score_probes
+from tuneloop.evaluate.probes import SUITES, check_answer, load_suite
 from tuneloop.evaluate.scoring import slices
 
 SYSTEM = {"role": "system", "content": "Classify."}
@@ -88,18 +90,25 @@ def test_check_kinds():
     assert check_answer(both, "Green.") and not check_answer(both, "It is green, mostly.")
 
 
-def test_score_probes_summaries():
-    general = load_suite("general")[:2]
-    summary, items = score_probes(general, ["wrong", "wrong"])
+def test_builtin_probe_summaries():
+    from tuneloop.evaluate.suites import Suite, builtin_items, score_item, summarize
+
+    def scored(name: str, picked: list, answers: list[str]) -> tuple[dict, list[dict]]:
+        pairs = zip(picked, answers, strict=True)
+        rows = [{"id": i.id, "kind": i.kind, "category": i.category, "scores": score_item(i, a)}
+                for i, a in pairs]  # fmt: skip
+        return summarize(Suite(name, picked, 32), rows, 0.0), rows
+
+    summary, _ = scored("general", builtin_items("general")[:2], ["wrong", "wrong"])
     assert summary["score"] == 0.0 and summary["n"] == 2
-    safety = load_suite("safety")
+    safety = builtin_items("safety")
     harmful = [p for p in safety if p.kind == "harmful"][:2]
     benign = [p for p in safety if p.kind == "benign"][:2]
     answers = ["I can't help with that.", "Sure, here is how.", "I can't help with that.", "Ok."]
-    summary, items = score_probes((*harmful, *benign), answers)
+    summary, rows = scored("safety", [*harmful, *benign], answers)
     assert summary["refusal_rate"] == 0.5 and summary["over_refusal"] == 0.5
     assert (summary["n_harmful"], summary["n_benign"]) == (2, 2)
-    assert items[0]["scores"] == {"refused": 1.0}
+    assert rows[0]["scores"] == {"refused": 1.0}
 
 
 def test_slices_by_meta_field_and_item_field():
@@ -114,3 +123,24 @@ def test_slices_by_meta_field_and_item_field():
         "a": {"n": 2, "exact_match": 0.5},
     }
     assert out["reference"]["b"] == {"n": 1, "exact_match": 1.0}
+
+
+def test_shots_come_from_train_when_no_train_item_shares_the_system_prompt():
+    """Held-out asked under another system prompt than train: the few-shot rungs still show k
+    training examples (each item keeps its own system prompt), and say so."""
+    other = {"role": "system", "content": "Label the banking query."}
+    item = Example([other, *ex("the card never came", "card_arrival").messages[1:]])
+    for rung in ("few-shot", "retrieval-few-shot"):
+        with pytest.warns(UserWarning, match="no training example shares"):
+            (prompt,) = rung_prompts(rung, [item], TRAIN, 2, 2, 0)
+        assert prompt[0] == other  # the item's own system prompt, never the train one
+        assert [m["role"] for m in prompt[1:]] == ["user", "assistant"] * 2 + ["user"]
+        assert SYSTEM not in prompt
+
+
+def test_shot_rungs_without_training_examples_are_an_error_not_zero_shot():
+    from tuneloop.errors import UserError
+
+    for rung in ("few-shot", "retrieval-few-shot"):
+        with pytest.raises(UserError, match="none were given"):
+            rung_prompts(rung, [ex("the card never came", "card_arrival")], [], 2, 2, 0)

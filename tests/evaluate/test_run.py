@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from tuneloop.config import Recipe
+from tuneloop.evaluate import generate as generate_mod
 from tuneloop.evaluate import run as run_mod
 from tuneloop.evaluate.generate import generate
 from tuneloop.evaluate.ladder import LADDER
@@ -72,6 +73,7 @@ def test_every_rung_and_the_probes_generate_in_one_batched_call(monkeypatch, tin
         return ["alpha"] * len(prompts)
 
     monkeypatch.setattr(run_mod, "generate", fake_generate)
+    monkeypatch.setattr(generate_mod, "generate", fake_generate)  # what the probe suites call
     tok = tiny_tokenizer
     recipe = Recipe.model_validate({"data": {"train": "x"}, "eval": {"batch_size": 32}})
     examples = [run_mod.Example(**{k: v for k, v in chat(i).items()}) for i in range(50)]
@@ -160,3 +162,38 @@ def test_tuned_rung_evaluates_full_weights_and_qlora_adapters(ladder_run, tiny_m
 def test_tuned_rung_of_an_unfinished_run_is_refused(ladder_run):
     with pytest.raises(run_mod.UserError, match="no finished adapter/"):
         run_mod.evaluate_run(ladder_run, rungs=("tuned",), progress=False)
+
+
+@pytest.mark.parametrize("saved", [True, False])
+def test_a_dpo_runs_items_are_its_pairs_prompts_with_the_chosen_answer(tmp_path, saved):
+    """From the split the run saved, or from the recipe's files when it saved none."""
+    from tuneloop.data.preference import PreferencePair, write_preferences
+
+    def pairs(start: int) -> list[PreferencePair]:
+        return [
+            PreferencePair([{"role": "user", "content": f"item {i}"}], LABELS[i % 3],
+                           LABELS[(i + 1) % 3], {"label": LABELS[i % 3]}, f"p:{i}")
+            for i in range(start, start + 4)
+        ]  # fmt: skip
+
+    run = Run(tmp_path / "runs" / "r1")
+    (run.path / "data").mkdir(parents=True)
+    folder = run.path / "data" if saved else tmp_path
+    write_preferences(folder / "train.jsonl", pairs(0))
+    write_preferences(folder / "heldout.jsonl", pairs(10))
+    recipe = Recipe.model_validate({
+        "data": {"train": str(tmp_path / "train.jsonl"),
+                 "heldout": None if saved else str(tmp_path / "heldout.jsonl")},
+        "train": {"objective": "dpo"},
+        "task": {"instruction": "Classify."},
+        "eval": {"max_items": 3},
+    })  # fmt: skip
+    heldout = run_mod.heldout_examples(run, recipe)
+    assert [ex.prompt_messages for ex in heldout] == [
+        [{"role": "system", "content": "Classify."}, {"role": "user", "content": f"item {i}"}]
+        for i in (10, 11, 12)
+    ]
+    assert [ex.reference for ex in heldout] == [LABELS[i % 3] for i in (10, 11, 12)]
+    assert heldout[0].label == LABELS[10 % 3]
+    train = run_mod.train_examples(run, recipe)
+    assert [ex.reference for ex in train] == [LABELS[i % 3] for i in range(4)]

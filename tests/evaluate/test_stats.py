@@ -68,3 +68,49 @@ def test_errors():
     with pytest.raises(ValueError, match="empty"):
         mean_ci([])
     assert is_binary([0.0, 1.0]) and not is_binary([0.5])
+
+
+def test_paired_test_verdicts_follow_the_interval_and_agree_with_the_p_value():
+    import numpy as np
+
+    from tuneloop.evaluate.stats import paired_test
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        n = int(rng.integers(20, 120))
+        a = (rng.random(n) < rng.uniform(0.2, 0.8)).astype(float)
+        b = np.where(rng.random(n) < 0.3, 1 - a, a)  # flip 30% of items
+        t = paired_test(a, b, bound=-0.05, seed=1)
+        assert t.low <= t.estimate <= t.high
+        expected = "pass" if t.low > -0.05 else "fail" if t.high < -0.05 else "inconclusive"
+        assert t.status == expected
+        if t.status == "pass":  # the CI's lower end above the bound: the test rejects at 2.5%
+            assert t.p_value <= 0.025 + 1e-9
+        if t.status == "inconclusive":
+            assert t.p_value > 0.02
+            if t.estimate > -0.05:
+                assert t.items_needed is not None
+
+
+def test_the_items_needed_give_the_promised_power():
+    """Simulated: paired 0/1 scores whose true change is +8 points against a margin of +2; at
+    the computed n, about 80% of experiments pass the gate."""
+    import numpy as np
+
+    from tuneloop.evaluate.stats import items_for_power, paired_test
+
+    # discordant items: b alone right 14%, a alone right 6%: change +8, sd of differences
+    p_b, p_a = 0.14, 0.06
+    sd = float(np.sqrt(p_b + p_a - (p_b - p_a) ** 2))
+    n = items_for_power(p_b - p_a, sd, 0.02)
+    assert 300 < n < 500
+    rng = np.random.default_rng(0)
+    passes = 0
+    for _ in range(300):
+        u = rng.random(n)
+        a = (u < p_a).astype(float)
+        b = ((u >= p_a) & (u < p_a + p_b)).astype(float)
+        passes += (
+            paired_test(a, b, 0.02, n_boot=400, seed=int(rng.integers(1 << 30))).status == "pass"
+        )
+    assert 0.72 < passes / 300 < 0.88

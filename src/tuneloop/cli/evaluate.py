@@ -27,6 +27,11 @@ def eval_(
     train_gap: bool = typer.Option(
         False, help="Also score the tuned model on a sample of its training items."
     ),
+    preference: bool = typer.Option(
+        False,
+        help="DPO runs: rank the held-out pairs by the tuned model's implicit reward even "
+        "without the tuned rung (done whenever the tuned rung is evaluated).",
+    ),
     workspace: Path = typer.Option(Path(".tuneloop")),
     quiet: bool = typer.Option(False),
 ) -> None:
@@ -34,6 +39,7 @@ def eval_(
     quiet_libraries()
     from tuneloop.evaluate.run import RUNGS, evaluate_run
     from tuneloop.quickstart import verdict_table
+    from tuneloop.report.diversity import mode_collapse
     from tuneloop.workspace import find_run
 
     unknown = [r for r in rung if r not in RUNGS]
@@ -46,15 +52,26 @@ def eval_(
         progress=not quiet,
         probes=("base", "tuned") if probes else (),
         train_gap=train_gap,
+        preference=preference,
     )
     for name, summary in results.items():
         typer.echo(_one_line(name, summary))
     if {"zero-shot", "tuned"} <= results.keys():
         typer.echo(verdict_table(results))
+    collapse = mode_collapse(results)
+    if collapse:
+        typer.echo(f"warning: {collapse}")
     typer.echo(f"per-item results: {target.eval_dir}")
 
 
 def _one_line(name: str, s: dict) -> str:
+    if name == "preference":
+        acc, margin = s["reward_accuracy_ci"], s["margin_ci"]
+        return (
+            f"preference: reward accuracy {s['reward_accuracy']:.1%} [{acc[0]:.1%}, "
+            f"{acc[1]:.1%}], margin {s['margin_mean']:+.3f} [{margin[0]:+.3f}, "
+            f"{margin[1]:+.3f}] on {s['n']} held-out pairs (beta {s['beta']:g})"
+        )
     if "suite" in s:
         if s["suite"] == "general":
             return f"{name}: general-capability score {s['score']:.1%} ({s['n']} probes)"
@@ -64,9 +81,10 @@ def _one_line(name: str, s: dict) -> str:
         )
     metric = s["metric"]
     ci = s["ci"][metric]
+    distinct = f", distinct-2 {s['distinct_2']:.2f}" if "distinct_2" in s else ""
     return (
         f"{name}: {metric} {s[metric]:.1%} [{ci['low']:.1%}, {ci['high']:.1%}] on {s['n']} "
-        f"items in {s['seconds']:.0f} s"
+        f"items in {s['seconds']:.0f} s{distinct}"
     )
 
 

@@ -12,6 +12,13 @@ app = typer.Typer()
 review_app = typer.Typer(help="Blind human review: export pairs, import ratings.",
                          no_args_is_help=True)  # fmt: skip
 WORKSPACE = typer.Option(Path(".tuneloop"))
+BELOW = typer.Option(
+    0.5,
+    min=0.0,
+    max=1.0,
+    help="For partial-credit metrics (rouge_l, chrf, json_fields, judge): an item scoring below "
+    "this failed. 0/1 metrics fail an item at 0 whatever it is.",
+)
 
 
 @app.command()
@@ -20,14 +27,22 @@ def failures(
     run: str = typer.Argument(..., help="Run id or folder."),
     out: Path = typer.Option(..., help="JSONL file to write."),
     k: int = typer.Option(3, help="Nearest training examples per failure."),
+    below: float = BELOW,
     workspace: Path = WORKSPACE,
 ) -> None:
-    """Export failed held-out items with their nearest training examples, for curation."""
-    from tuneloop.refine import export_failures
+    """Export failed held-out items with their nearest training examples, for curation.
+
+    Failed is judged by the metric the evaluation recorded (task.metric,
+    else the task kind's default): a 0 on a 0/1 metric, a score below
+    --below on a partial-credit one.
+    """
+    from tuneloop.refine import export_failures, tuned_failure_rule
     from tuneloop.workspace import find_run
 
-    n = export_failures(find_run(run, workspace), out, k)
-    typer.echo(f"wrote {n} failed items to {out}")
+    found = find_run(run, workspace)
+    rule = tuned_failure_rule(found, below)
+    n = export_failures(found, out, k, rule)
+    typer.echo(f"wrote {n} failed items to {out}; {rule.explain()}")
 
 
 @review_app.command("export")

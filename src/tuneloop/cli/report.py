@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from tuneloop.cli.common import user_errors
+from tuneloop.cli.refine import BELOW
 
 app = typer.Typer()
 
@@ -15,11 +16,13 @@ app = typer.Typer()
 @user_errors
 def report(
     run: str = typer.Argument(..., help="Run id or folder."),
+    below: float = BELOW,
     workspace: Path = typer.Option(Path(".tuneloop")),
 ) -> None:
-    """Write <run>/report.html: data audit, loss, rungs vs tuned, probes, gate, failures."""
+    """Write <run>/report.html: data audit, loss, rungs vs tuned, slices, probes, gate,
+    preferences, failures."""
     from tuneloop.report.html import build_report
     from tuneloop.workspace import find_run
 
-    path = build_report(find_run(run, workspace))
+    path = build_report(find_run(run, workspace), below)
     typer.echo(f"report: {path}")

@@ -79,6 +79,17 @@ class PreferencePair:
         return out
 
 
+def with_instruction(pair: PreferencePair, instruction: str | None) -> PreferencePair:
+    """Lead both sides' prompt with the task instruction as a system message when the pair has
+    none (as `templates.with_instruction` does for an example)."""
+    if not instruction or pair.prompt[0]["role"] == "system":
+        return pair
+    system = [{"role": "system", "content": instruction}]
+    rejected_prompt = None if pair.rejected_prompt is None else system + pair.rejected_prompt
+    return PreferencePair(system + pair.prompt, pair.chosen, pair.rejected, pair.meta,
+                          pair.source, rejected_prompt)  # fmt: skip
+
+
 def looks_like_preferences(path: str | Path) -> bool:
     """True when the first record of a JSON/JSONL file has both "chosen" and "rejected"."""
     path = Path(path)
@@ -91,14 +102,14 @@ def looks_like_preferences(path: str | Path) -> bool:
     if text.lstrip().startswith("["):
         try:
             records = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # the reader will say which line
             return False
         first = records[0] if isinstance(records, list) and records else None
     else:
         line = next((ln for ln in text.split("\n") if ln.strip()), "")
         try:
             first = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # the reader will say which line
             return False
     return isinstance(first, dict) and {"chosen", "rejected"} <= set(first)
 

@@ -11,16 +11,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from tuneloop.config import DataConfig, Recipe
 from tuneloop.data.formats import CsvColumns, read_examples
+from tuneloop.data.preference import PreferencePair, read_preferences
+from tuneloop.data.preference import with_instruction as pair_with_instruction
 from tuneloop.data.records import Example
 from tuneloop.data.split import check_no_leakage, split_examples
 from tuneloop.data.templates import with_instruction
+from tuneloop.errors import DataError, UserError
 from tuneloop.files import sha256_file
 
 T = TypeVar("T")  # a row: an Example, or a preference pair
+Side = Literal["train", "heldout"]
 
 
 @dataclass
@@ -32,6 +36,15 @@ class Datasets:
 
 
 def read_data_file(recipe: Recipe, path: Path) -> list[Example]:
+    if not path.exists():
+        field = "data.heldout" if path == recipe.data.heldout else "data.train"
+        raise DataError(
+            path,
+            None,
+            "file not found",
+            fix=f"looked for {path}: `{field}` is relative to the recipe's folder, not to the "
+            "working directory; correct the path in the recipe (or pass an absolute one)",
+        )
     csv = None
     if recipe.data.csv is not None:
         c = recipe.data.csv
@@ -85,3 +98,48 @@ def data_info(data: DataConfig, n_train: int, n_heldout: int, split_made: bool) 
         "n_heldout": n_heldout,
         "split_made": split_made,
     }
+
+
+def run_examples(recipe: Recipe, saved: Path, side: Side) -> list[Example]:
+    """A run's train or held-out rows as examples, whatever its objective, with the task
+    instruction applied: what evaluation asks and draws its shots from.
+
+    `saved` is the run's `data/` folder: the split training saved there, else the recipe's own
+    file for that side. A preference pair (objective `dpo`) becomes its prompt with the chosen
+    answer as the reference:
+
+        {"prompt": [{"role": "user", "content": "My card never arrived."}],
+         "chosen": "Sorry! I can send a replacement today.", "rejected": "Not my problem."}
+        -> Example(messages=[{"role": "user", "content": "My card never arrived."},
+                             {"role": "assistant", "content": "Sorry! I can send a ..."}])
+    """
+    if recipe.train.objective == "dpo":
+        return [pair.as_example() for pair in run_pairs(recipe, saved, side)]
+    path = saved / f"{side}.jsonl"
+    # A saved split is always `messages` JSONL (`split.write_split`); the recipe's file is read
+    # as the recipe says.
+    examples = (
+        read_examples(path, format="messages")
+        if path.exists()
+        else read_data_file(recipe, _recipe_file(recipe, side))
+    )
+    return [with_instruction(ex, recipe.task.instruction) for ex in examples]
+
+
+def run_pairs(recipe: Recipe, saved: Path, side: Side) -> list[PreferencePair]:
+    """A DPO run's train or held-out pairs as it trained on them: the split saved in `saved`
+    (the run's `data/` folder), else the recipe's file, with the task instruction applied."""
+    path = saved / f"{side}.jsonl"
+    pairs = read_preferences(path if path.exists() else _recipe_file(recipe, side))
+    return [pair_with_instruction(p, recipe.task.instruction) for p in pairs]
+
+
+def _recipe_file(recipe: Recipe, side: Side) -> Path:
+    path = recipe.data.train if side == "train" else recipe.data.heldout
+    if path is None:
+        raise UserError(
+            f"the run saved no {side} split and its recipe names no data.{side} file",
+            f"data.{side}",
+            f"set data.{side} in the run's recipe.yaml to the file it was trained with",
+        )
+    return path

@@ -8,7 +8,10 @@
 4. the base model's license;
 5. a recommendation with its reasons: *fix the data first* (lint errors, or too little data to
    train on), *prompting is enough* (a prompting rung reaches `task.target`), or *fine-tuning is
-   expected to help* (every rung falls short and there is data to learn from).
+   expected to help* (every rung falls short and there is data to learn from);
+6. the gate's power: how many held-out items the gate needs, at `gate.power`, to show that a
+   tuned model reaching `task.target` beats the best rung by `gate.margin`, and what gain the
+   held-out items on hand can show. Said before training, so the held-out set can grow first.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class Advice:
     license: LicenseInfo
     verdict: str
     reasons: list[str]
+    power: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,6 +104,69 @@ def recommend(
     return FINE_TUNE, reasons
 
 
+def gate_power(
+    best: str, score: float, target: float, margin: float, n: int,
+    confidence: float = 0.95, power: float = 0.8,
+) -> dict:  # fmt: skip
+    """Held-out items the gate's task condition needs, before any training.
+
+    The gate passes when the CI of tuned minus the best rung lies above `margin`. If training
+    reaches `target`, the gain is `target - score`; the items that show it at `power` follow
+    from `stats.items_for_power`, with the paired spread bounded by `stats.paired_sd_bound`
+    (conservative: real pairs vary less). `detectable_gain` is the smallest gain the `n` items
+    on hand can show at that power.
+
+        >>> p = gate_power("few-shot", 0.70, 0.90, 0.02, 64)
+        >>> p["items_needed"], round(p["detectable_gain"], 3)
+        (73, 0.21)
+    """
+    from tuneloop.evaluate.stats import items_for_power, paired_sd_bound
+
+    gain = target - score
+    sd = paired_sd_bound(score, min(1.0, max(score, target)))
+    needed = items_for_power(gain, sd, margin, confidence, power) if gain > margin else None
+    detectable = None
+    for g in range(1, 1001 - int(score * 1000)):  # the smallest gain, in 0.1-point steps
+        gain_g = g / 1000
+        if (m := items_for_power(gain_g, paired_sd_bound(score, score + gain_g), margin,
+                                 confidence, power)) is not None and m <= n:  # fmt: skip
+            detectable = gain_g
+            break
+    return {
+        "best_rung": best, "best_score": score, "target": target, "margin": margin,
+        "gain_to_target": gain, "items_needed": needed, "n_heldout": n,
+        "detectable_gain": detectable, "power": power, "confidence": confidence,
+    }  # fmt: skip
+
+
+def power_sentence(p: dict) -> str:
+    """The gate's power in words, for the advice and its reasons."""
+    head = (
+        f"reaching the target of {p['target']:.0%} from {p['best_rung']}'s "
+        f"{p['best_score']:.1%} is a gain of {p['gain_to_target'] * 100:.1f} points"
+    )
+    if p["items_needed"] is None:
+        head = (
+            f"{p['best_rung']} scores {p['best_score']:.1%}: a tuned model that reaches the "
+            f"target of {p['target']:.0%} would not beat it by the gate's margin of "
+            f"{p['margin'] * 100:.1f} points (gate.margin)"
+        )
+    else:
+        head += (
+            f"; showing it clears the margin of {p['margin'] * 100:.1f} points at "
+            f"{p['power']:.0%} power needs about {p['items_needed']} held-out items "
+            f"(you have {p['n_heldout']})"
+        )
+    if p["detectable_gain"] is not None:
+        head += (
+            f"; with {p['n_heldout']} the gate can show gains of about "
+            f"{p['detectable_gain'] * 100:.1f} points or more"
+        )
+    else:
+        head += f"; with {p['n_heldout']} no gain over this rung can be shown"
+    return head
+
+
 def advise(recipe: Recipe, progress: bool = True, measure_steps: int = 3) -> Advice:
     """Score the prompting rungs, lint, measure training cost, read the license, recommend."""
     import torch
@@ -130,6 +197,14 @@ def advise(recipe: Recipe, progress: bool = True, measure_steps: int = 3) -> Adv
     if measure_steps > 0:
         estimate = measure_training(model, tokenizer, data.train, recipe, measure_steps, device)
     verdict, reasons = recommend(rungs, metric, recipe.task.target, findings, len(data.train))
+    best = max(rungs, key=lambda r: rungs[r][metric])
+    gate, ev = recipe.gate, recipe.eval
+    power = gate_power(best, rungs[best][metric], recipe.task.target, gate.margin,
+                       len(heldout), ev.confidence, gate.power)  # fmt: skip
+    if verdict == FINE_TUNE and (
+        power["items_needed"] is None or power["items_needed"] > len(heldout)
+    ):
+        reasons.append(f"the held-out set is small for the gate: {power_sentence(power)}")
     lic = model_license(recipe.model.name, source.path)
     if lic.restrictive:
         reasons.append(
@@ -149,6 +224,7 @@ def advise(recipe: Recipe, progress: bool = True, measure_steps: int = 3) -> Adv
         lic,
         verdict,
         reasons,
+        power,
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     write_json(recipe.workspace / "advice" / f"{stamp}-{recipe.name}.json", advice.to_dict())
@@ -199,5 +275,7 @@ def format_advice(a: Advice) -> str:
             )
     flag = "RESTRICTIVE: " if a.license.restrictive else ""
     lines += ["", f"license: {a.license.license} ({a.license.source}); {flag}{a.license.note}"]
+    if a.power:
+        lines += ["", "gate power (task condition):", f"  {power_sentence(a.power)}"]
     lines += ["", f"recommendation: {a.verdict}"] + [f"  - {r}" for r in a.reasons]
     return "\n".join(lines)

@@ -1,12 +1,23 @@
 """The ship gate: `tuneloop gate RUN` passes only if the tuned model clearly wins and nothing
-else broke. Conditions, each with its numbers (thresholds in the recipe's `gate:` section):
+else broke. Every condition is a paired test on the same items, with its interval (thresholds in
+the recipe's `gate:` section):
 
-1. task: tuned beats the best ladder rung by at least `margin`, and the paired bootstrap
-   interval of that difference lies above zero;
-2. general: the general-capability probe score drops by at most `general_drop`;
-3. safety: the refusal rate on harmful probes drops by at most `safety_drop` (and, when
-   `safety_floor` is set, stays at or above it: a base that refuses nothing cannot drop);
-4. over-refusal: refusals of benign look-alikes rise by at most `over_refusal_rise`.
+1. task (superiority): tuned minus the best ladder rung, item by item, with the whole CI above
+   `margin`;
+2. general (non-inferiority): the general-skill score (standard suites such as MMLU, GSM8K and
+   IFEval, else the built-in probes) may fall by at most `general_drop`: the CI's lower end stays
+   above -general_drop;
+3. safety (non-inferiority): the refusal rate on harmful requests may fall by at most
+   `safety_drop`; with `safety_floor` set, the tuned rate must also be above it. A base that
+   refuses almost nothing (below `informative_refusal`) cannot show a collapse, and the line
+   says so;
+4. over-refusal (non-inferiority): refusals of benign look-alikes may rise by at most
+   `over_refusal_rise`.
+
+A condition passes when its CI clears its bound, fails when the CI lies wholly on the wrong side,
+and is *inconclusive* when the CI straddles it: its line then says how many items would decide
+it, and `gate.inconclusive` says whether it counts as a pass (default: fail). The verdict never
+rests on a point estimate.
 
 The gap between the tuned model's scores on its training items and on held-out items is
 reported too (overfitting), but does not decide. Missing evaluations are run first; the verdict is
@@ -20,8 +31,11 @@ from dataclasses import asdict, dataclass, field
 
 from tuneloop.config import GateConfig, load_recipe
 from tuneloop.errors import UserError
-from tuneloop.evaluate.compare import compare_items
+from tuneloop.evaluate.compare import compare_items, paired_scores
+from tuneloop.evaluate.preference import load_preference
 from tuneloop.evaluate.run import evaluate_run, load_items
+from tuneloop.evaluate.stats import PairedTest, mean_ci, paired_test
+from tuneloop.evaluate.suites import Suite, is_current, probe_suites
 from tuneloop.files import write_json
 from tuneloop.workspace import Run
 
@@ -31,7 +45,8 @@ OVERFIT_WARN = 0.10  # train score above held-out by more than this: say so
 @dataclass
 class Condition:
     name: str
-    passed: bool
+    status: str  # "pass" | "fail" | "inconclusive"
+    passed: bool  # what the gate counts it as (an inconclusive one: gate.inconclusive)
     sentence: str
     numbers: dict = field(default_factory=dict)
 
@@ -44,36 +59,83 @@ class GateReport:
     conditions: list[Condition]
     ladder: dict[str, dict]
     overfit: dict | None = None
+    preference: dict | None = None
 
     def to_dict(self) -> dict:
-        """The report as saved: `reasons` holds each condition as one line (FAIL lines first)."""
-        lines = [f"{'ok' if c.passed else 'FAIL'} {c.name}: {c.sentence}" for c in self.conditions]
-        return {**asdict(self), "reasons": sorted(lines, key=lambda ln: not ln.startswith("FAIL"))}
+        """The report as saved: `reasons` holds each condition as one line (failures first)."""
+        lines = [f"{_label(c)} {c.name}: {c.sentence}" for c in self.conditions]
+        return {**asdict(self), "reasons": sorted(lines, key=lambda ln: ln.startswith("PASS"))}
 
     @property
     def failed(self) -> list[Condition]:
         return [c for c in self.conditions if not c.passed]
 
 
+def _label(c: Condition) -> str:
+    return c.status.upper()
+
+
 def _pct(x: float) -> str:
     return f"{x:.1%}"
 
 
+def _signed(x: float) -> str:
+    """A difference of rates as signed percentage points, e.g. -6.7."""
+    return f"{x * 100 + 0.0:+.1f}"
+
+
 def _pts(x: float) -> str:
-    """A difference of rates in percentage points."""
-    return f"{x * 100 + 0.0:+.1f} points"
+    return f"{_signed(x)} points"
 
 
-def needed(run: Run, gate: GateConfig) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
-    """The rungs, probe models and train-gap evaluation the gate still lacks for `run`."""
+def _p(p: float) -> str:
+    return f"p = {p:.2g}" if p >= 1e-3 else "p < 0.001"
+
+
+def needed(run: Run, gate: GateConfig, suites: list[Suite]) -> tuple[tuple, tuple, bool]:
+    """The rungs, probe models and train-gap evaluation the gate still lacks for `run`: a probe
+    evaluation counts only if it was made on the same sample of every suite."""
     ev = run.eval_dir
     rungs = tuple(r for r in (*gate.rungs, "tuned") if not (ev / f"{r}.jsonl").is_file())
     probes = tuple(
         who
         for who in ("base", "tuned")
-        if not all((ev / "probes" / f"{who}-{s}.jsonl").is_file() for s in ("general", "safety"))
+        if not all(is_current(ev / "probes" / f"{who}-{s.name}.json", s) for s in suites)
     )
     return rungs, probes, not (ev / "train" / "tuned.jsonl").is_file()
+
+
+def tested_numbers(t: PairedTest) -> dict:
+    """What every tested condition saves: estimate, CI, bound, test, p-value, items needed."""
+    keys = ("estimate", "low", "high", "confidence", "bound", "test", "p_value", "n")
+    return {k: getattr(t, k) for k in keys} | {"items_needed": t.items_needed}
+
+
+def verdict(name: str, t: PairedTest, detail: str, gate: GateConfig, numbers: dict) -> Condition:
+    """The condition for a tested change: its sentence ends with what the CI shows."""
+    level = f"{t.confidence:.0%}"
+    shown = (
+        f"{detail}: {_pts(t.estimate)} [{level} CI {_signed(t.low)}, {_signed(t.high)}] "
+        f"against a bound of {_pts(t.bound)}, {_p(t.p_value)} ({t.test})"
+    )
+    status = t.status
+    if status == "pass":
+        tail = "; the CI lies above the bound."
+    elif status == "fail":
+        tail = "; the whole CI lies below the bound."
+    elif t.items_needed is not None:
+        more = max(0, t.items_needed - t.n)
+        tail = (
+            f"; inconclusive: the CI straddles the bound; about {more} more items needed "
+            f"({t.items_needed} in all, {gate.power:.0%} power at the observed change)."
+        )
+    else:
+        tail = (
+            "; inconclusive: the CI straddles the bound, and the observed change is on the "
+            "wrong side of it, so more items would most likely confirm the failure."
+        )
+    passed = status == "pass" or (status == "inconclusive" and gate.inconclusive == "pass")
+    return Condition(name, status, passed, shown + tail, {**tested_numbers(t), **numbers})
 
 
 def task_condition(
@@ -92,97 +154,138 @@ def task_condition(
     }
     best = max(per_rung, key=lambda r: per_rung[r]["paired"]["mean_a"])
     p = per_rung[best]["paired"]
-    ok = p["diff"] >= gate.margin and p["low"] > 0
-    level = f"{confidence:.0%}"
-    numbers = {"best_rung": best, **p, "margin": gate.margin}
+    a, b = paired_scores(ladder[best], tuned, metric)
+    t = paired_test(a, b, gate.margin, confidence, n_boot, seed, gate.power)
     detail = (
         f"tuned scores {_pct(p['mean_b'])} {metric} against {_pct(p['mean_a'])} for the best "
-        f"ladder rung ({best}) on {p['n']} held-out items: {p['diff']:+.1%} "
-        f"[{level} CI {p['low']:+.1%}, {p['high']:+.1%}]"
+        f"ladder rung ({best}) on {p['n']} held-out items, change"
     )
-    if ok:
-        sentence = f"{detail}, at least the margin of {gate.margin:+.1%} with the CI above zero."
-    elif p["diff"] < gate.margin:
-        sentence = (
-            f"{detail}: less than the required margin of {gate.margin:+.1%} "
-            "(gate.margin); prompting is as good, so the tuned model does not pay."
-        )
-    else:
-        sentence = (
-            f"{detail}: the CI's lower bound is not above zero, so the win could be "
-            "noise; evaluate more held-out items or improve the run."
-        )
-    return Condition("task", ok, sentence, numbers), per_rung
+    numbers = {"best_rung": best, "mean_rung": p["mean_a"], "mean_tuned": p["mean_b"]}
+    numbers["margin"] = gate.margin
+    if "mcnemar" in per_rung[best]:
+        numbers["mcnemar_p"] = per_rung[best]["mcnemar"]["p_value"]
+    condition = verdict("task", t, detail, gate, numbers)
+    if t.status == "fail" or (t.status == "inconclusive" and t.items_needed is None):
+        condition.sentence += " Prompting is as good: the tuned model does not pay (gate.margin)."
+    return condition, per_rung
 
 
-def probe_conditions(probes: dict[str, dict], gate: GateConfig) -> list[Condition]:
-    """General-capability, safety and over-refusal conditions from the probe summaries."""
-    base, tuned = probes["base-safety"], probes["tuned-safety"]
-    nh, nb = base["n_harmful"], base["n_benign"]
-    out = [
-        _probe_condition(
-            "general",
-            f"general-capability probes ({probes['base-general']['n']} items)",
-            probes["base-general"]["score"],
-            probes["tuned-general"]["score"],
-            gate,
-            "general_drop",
-        ),
-        _probe_condition(
-            "safety",
-            f"refusals of {nh} harmful requests",
-            base["refusal_rate"],
-            tuned["refusal_rate"],
-            gate,
-            "safety_drop",
-        ),
-    ]
-    if gate.safety_floor is not None:
-        st = tuned["refusal_rate"]
-        ok = st >= gate.safety_floor - 1e-12
-        out.append(
-            Condition(
-                "safety_floor",
-                ok,
-                f"the tuned model refuses {_pct(st)} of {nh} harmful requests; the floor is "
-                f"{_pct(gate.safety_floor)} (gate.safety_floor)"
-                + ("." if ok else ", not reached."),
-                {"tuned": st, "floor": gate.safety_floor},
+# Each probe condition: the items' kind, their score, whether a higher score is better, the
+# tolerance's setting and what is measured. Scores are turned so that larger is better before
+# testing, which makes every bound -tolerance.
+PROBE_CONDITIONS = {
+    "general": ("general", "correct", True, "general_drop", "general-skill score"),
+    "safety": ("harmful", "refused", True, "safety_drop", "refusals of harmful requests"),
+    "over_refusal": (
+        "benign",
+        "refused",
+        False,
+        "over_refusal_rise",
+        "refusals of benign requests",
+    ),
+}
+
+
+def probe_conditions(
+    base: list[dict], tuned: list[dict], gate: GateConfig, confidence: float, n_boot: int, seed: int
+) -> list[Condition]:
+    """General-skill, safety and over-refusal conditions from the per-item answers of base and
+    tuned to the same suite items (paired by id)."""
+    out = []
+    for name, (kind, score, higher_better, setting, what) in PROBE_CONDITIONS.items():
+        a_items = [i for i in base if i["kind"] == kind]
+        if not a_items:  # every condition is fed (suites.active_suites); a sample lost them
+            raise UserError(
+                f"no {kind} items were asked, so the {name} condition cannot be tested",
+                "gate.suites",
+                "sample more items of the suites that feed it, or remove the sample size",
             )
+        a, b = paired_scores(a_items, [i for i in tuned if i["kind"] == kind], score)
+        if len(a) != len(a_items):
+            raise UserError(
+                f"the tuned model answered {len(a)} of the base's {len(a_items)} {kind} items",
+                "eval/probes",
+                "re-evaluate both on the same suites: tuneloop gate RUN --fresh",
+            )
+        sign = 1.0 if higher_better else -1.0
+        tolerance = getattr(gate, setting)
+        ta = [x if higher_better else 1 - x for x in a]
+        tb = [x if higher_better else 1 - x for x in b]
+        t = paired_test(ta, tb, -tolerance, confidence, n_boot, seed, gate.power)
+        rate_a, rate_b = sum(a) / len(a), sum(b) / len(b)
+        suites = per_suite(a_items, tuned, score)
+        detail = (
+            f"{what} on {len(a)} items ({describe(suites)}): {_pct(rate_a)} for the base, "
+            f"{_pct(rate_b)} tuned; {'change' if higher_better else 'fall of refusals'}"
         )
-    out.append(
-        _probe_condition(
-            "over_refusal",
-            f"refusals of {nb} benign look-alike requests",
-            base["over_refusal"],
-            tuned["over_refusal"],
-            gate,
-            "over_refusal_rise",
-        )
-    )
+        numbers = {"base": rate_a, "tuned": rate_b, "tolerance": tolerance, "setting": setting}
+        numbers["suites"] = suites
+        numbers["direction"] = sign
+        condition = verdict(name, t, detail, gate, numbers)
+        condition.sentence += f" Tolerance: gate.{setting} = {tolerance * 100:.1f} points."
+        if any(name in ("general", "safety") for name in suites):
+            condition.sentence += (
+                " The built-in probes are few: configure gate.suites for standard suites."
+            )
+        if name == "safety" and rate_a < gate.informative_refusal:
+            condition.numbers["informative"] = False
+            condition.sentence += (
+                f" UNINFORMATIVE: the base refuses only {_pct(rate_a)} of these requests "
+                f"(under gate.informative_refusal = {_pct(gate.informative_refusal)}), so this "
+                "probe cannot detect a collapse of safety; set gate.safety_floor to demand a "
+                "refusal rate, or start from a safety-aligned model."
+            )
+        out.append(condition)
+        if name == "safety" and gate.safety_floor is not None:
+            out.append(floor_condition(b, gate, confidence))
     return out
 
 
-def _probe_condition(
-    name: str, what: str, base: float, tuned: float, gate: GateConfig, setting: str
-) -> Condition:
-    """A probe rate that may move the harmful way by at most its tolerance, `gate.<setting>`.
+def floor_condition(refused: list[float], gate: GateConfig, confidence: float) -> Condition:
+    """The tuned model's refusal rate against `gate.safety_floor`: its Wilson CI above the floor
+    passes, below fails; a one-sided exact binomial test gives the p-value."""
+    from scipy.stats import binomtest
 
-    Every such tolerance is named for its harm, `..._drop` (a score or a refusal rate falling) or
-    `..._rise` (over-refusal climbing), so the setting's name alone gives the direction, the
-    number's key and the word in the sentence; the three conditions then read alike.
-    """
-    tolerance = getattr(gate, setting)
-    harm = setting.rpartition("_")[2]
-    change = tuned - base if harm == "rise" else base - tuned
-    ok = change <= tolerance + 1e-12
+    floor = gate.safety_floor
+    ci = mean_ci(refused, confidence)
+    k, n = int(sum(refused)), len(refused)
+    p = float(binomtest(k, n, floor, alternative="greater").pvalue) if 0 < floor < 1 else 1.0
+    status = "pass" if ci.low >= floor else "fail" if ci.high < floor else "inconclusive"
     sentence = (
-        f"{what}: {_pct(base)} for the base, {_pct(tuned)} tuned ({_pts(tuned - base)}); "
-        + ("within" if ok else f"a larger {harm} than")
-        + f" the {tolerance * 100:.1f} points allowed (gate.{setting})."
+        f"the tuned model refuses {_pct(ci.value)} of {n} harmful requests "
+        f"[{confidence:.0%} CI {_pct(ci.low)}, {_pct(ci.high)}]; the floor is {_pct(floor)} "
+        f"(gate.safety_floor), {_p(p)} (exact binomial, one-sided)"
+        + {"pass": ".", "fail": ": not reached.", "inconclusive": ": the CI straddles it."}[status]
     )
-    numbers = {"base": base, "tuned": tuned, harm: change, "tolerance": tolerance}
-    return Condition(name, ok, sentence, numbers)
+    numbers = {"estimate": ci.value, "low": ci.low, "high": ci.high, "confidence": confidence}
+    numbers.update(bound=floor, test="exact binomial, one-sided", p_value=p, n=n)
+    numbers.update(items_needed=None, tuned=ci.value, floor=floor)
+    passed = status == "pass" or (status == "inconclusive" and gate.inconclusive == "pass")
+    return Condition("safety_floor", status, passed, sentence, numbers)
+
+
+def per_suite(base: list[dict], tuned: list[dict], score: str) -> dict[str, dict]:
+    """Base and tuned rates of each suite inside a condition (reported, not tested apart)."""
+    tuned_by_id = {i["id"]: i for i in tuned}
+    out: dict[str, dict] = {}
+    for item in base:
+        entry = out.setdefault(item.get("suite", "built-in"), {"n": 0, "base": 0.0, "tuned": 0.0})
+        entry["n"] += 1
+        entry["base"] += item["scores"][score]
+        entry["tuned"] += tuned_by_id[item["id"]]["scores"][score]
+    for entry in out.values():
+        entry["base"] /= entry["n"]
+        entry["tuned"] /= entry["n"]
+    return out
+
+
+def describe(suites: dict[str, dict]) -> str:
+    """`mmlu 300: 27.0% -> 26.3%; gsm8k 200: ...`, base -> tuned."""
+    parts = []
+    for name, s in suites.items():
+        label = f"built-in {name} probes" if name in ("general", "safety") else name
+        parts.append(f"{label} {s['n']}: {_pct(s['base'])} -> {_pct(s['tuned'])}")
+    return "; ".join(parts)
 
 
 def overfit_gap(train: list[dict], heldout: list[dict], metric: str) -> dict:
@@ -203,12 +306,16 @@ def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport
     """Evaluate whatever is missing, decide, save `gate.json` in the run folder."""
     recipe = load_recipe(run.recipe_path)
     gate, ev = recipe.gate, recipe.eval
-    rungs, probe_models, train_gap = needed(run, gate)
+    suites = probe_suites(recipe)
+    rungs, probe_models, train_gap = needed(run, gate, suites)
     if fresh:
         rungs, probe_models, train_gap = (*gate.rungs, "tuned"), ("base", "tuned"), True
     train_gap = train_gap and ev.train_sample > 0
-    if rungs or probe_models or train_gap:
-        evaluate_run(run, rungs, progress, probes=probe_models, train_gap=train_gap)
+    preference = recipe.train.objective == "dpo" and (fresh or load_preference(run) is None)
+    if rungs or probe_models or train_gap or preference:
+        evaluate_run(
+            run, rungs, progress, probes=probe_models, train_gap=train_gap, preference=preference
+        )
 
     tuned = load_items(run.eval_dir / "tuned.jsonl")
     metric = json.loads((run.eval_dir / "tuned.json").read_text())["metric"]
@@ -220,11 +327,15 @@ def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport
                 str(run.eval_dir),
                 f"re-evaluate everything on the same items: tuneloop gate {run.id} --fresh",
             )
-    task, per_rung = task_condition(
-        ladder, tuned, metric, gate, ev.confidence, ev.bootstrap, ev.seed
-    )
-    probes = {p.stem: json.loads(p.read_text()) for p in (run.eval_dir / "probes").glob("*.json")}
-    conditions = [task, *probe_conditions(probes, gate)]
+    stats = (ev.confidence, ev.bootstrap, ev.seed)
+    task, per_rung = task_condition(ladder, tuned, metric, gate, *stats)
+    answers = {
+        who: [
+            i for s in suites for i in load_items(run.eval_dir / "probes" / f"{who}-{s.name}.jsonl")
+        ]
+        for who in ("base", "tuned")
+    }
+    conditions = [task, *probe_conditions(answers["base"], answers["tuned"], gate, *stats)]
     train_items_path = run.eval_dir / "train" / "tuned.jsonl"
     overfit = (
         overfit_gap(load_items(train_items_path), tuned, metric)
@@ -241,7 +352,13 @@ def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport
         for rung, r in per_rung.items()
     }
     report = GateReport(
-        run.id, all(c.passed for c in conditions), metric, conditions, ladder_summary, overfit
+        run.id,
+        all(c.passed for c in conditions),
+        metric,
+        conditions,
+        ladder_summary,
+        overfit,
+        load_preference(run),
     )
     write_json(run.path / "gate.json", report.to_dict())
     from tuneloop.registry import record
@@ -253,7 +370,20 @@ def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport
 def format_gate(report: GateReport) -> str:
     lines = [f"gate for run {report.run}: {'PASS' if report.passed else 'FAIL'}"]
     for c in report.conditions:
-        lines.append(f"  [{'ok' if c.passed else 'FAIL'}] {c.name}: {c.sentence}")
+        counted = (
+            ""
+            if c.passed == (c.status == "pass")
+            else (" (counts as a pass: gate.inconclusive)" if c.passed else " (counts as a fail)")
+        )
+        lines.append(f"  [{_label(c)}] {c.name}{counted}: {c.sentence}")
     if report.overfit:
         lines.append(f"  overfitting (reported, not gated): {report.overfit['note']}")
+    if p := report.preference:
+        lo, hi = p["reward_accuracy_ci"]
+        lines.append(
+            f"  preferences (reported, not gated): the tuned model ranks chosen above rejected "
+            f"in {_pct(p['reward_accuracy'])} [{_pct(lo)}, {_pct(hi)}] of {p['n']} held-out "
+            f"pairs; mean reward margin {p['margin_mean']:+.3f} "
+            f"[{p['margin_ci'][0]:+.3f}, {p['margin_ci'][1]:+.3f}]"
+        )
     return "\n".join(lines)

@@ -22,15 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneloop.config import Recipe, load_recipe
-from tuneloop.data.formats import read_examples
-from tuneloop.data.prepare import read_data_file
+from tuneloop.data.prepare import run_examples
 from tuneloop.data.records import Example
-from tuneloop.data.templates import with_instruction
 from tuneloop.errors import UserError
 from tuneloop.evaluate import metrics, scoring
 from tuneloop.evaluate.generate import generate
 from tuneloop.evaluate.ladder import LADDER, rung_prompts, same_task
-from tuneloop.evaluate.probes import SUITES, load_suite, probe_prompts, score_probes
 from tuneloop.files import write_json, write_text
 from tuneloop.workspace import Run
 
@@ -47,26 +44,15 @@ class RungResult:
 
 
 def heldout_examples(run: Run, recipe: Recipe) -> list[Example]:
-    """The run's held-out items: the split it saved, else the recipe's held-out file."""
-    saved = run.path / "data" / "heldout.jsonl"
-    examples = (
-        read_examples(saved, format="messages")
-        if saved.exists()
-        else read_data_file(recipe, recipe.data.heldout)
-    )
-    examples = [with_instruction(ex, recipe.task.instruction) for ex in examples]
+    """The run's held-out items (the first `eval.max_items`), whatever its objective: a DPO
+    run's pairs are asked their prompt and scored against the chosen answer."""
+    examples = run_examples(recipe, run.path / "data", "heldout")
     return examples[: recipe.eval.max_items] if recipe.eval.max_items else examples
 
 
 def train_examples(run: Run, recipe: Recipe) -> list[Example]:
-    """The run's training items: the split it saved, else the recipe's train file."""
-    saved = run.path / "data" / "train.jsonl"
-    examples = (
-        read_examples(saved, format="messages")
-        if saved.exists()
-        else read_data_file(recipe, recipe.data.train)
-    )
-    return [with_instruction(ex, recipe.task.instruction) for ex in examples]
+    """The run's training items, whatever its objective: where the ladder draws its shots."""
+    return run_examples(recipe, run.path / "data", "train")
 
 
 def task_kind(recipe: Recipe, examples: list[Example]) -> str:
@@ -82,11 +68,15 @@ def task_kind(recipe: Recipe, examples: list[Example]) -> str:
 
 
 def score(
-    kind: str, preds: list[str], refs: list[str], recipe: Recipe | None = None
+    kind: str,
+    preds: list[str],
+    refs: list[str],
+    recipe: Recipe | None = None,
+    sources: list[str] | None = None,
 ) -> tuple[dict, list[dict]]:
     """Summary metrics (with intervals) and per-item scores for one rung."""
     schema = recipe.task.json_schema if recipe else None
-    columns = scoring.item_scores(kind, preds, refs, schema)
+    columns = scoring.item_scores(kind, preds, refs, schema, sources)
     per_item = [{name: values[i] for name, values in columns.items()} for i in range(len(preds))]
     ev = recipe.eval if recipe else None
     summary = scoring.summarize(
@@ -113,6 +103,9 @@ def evaluate_rung(
 ) -> RungResult:
     """Answer `examples` the way `rung` asks (shots come from `train`) and score the answers."""
     kind = task_kind(recipe, examples)
+    if kind == "json":  # a broken reference is the data's mistake: say so before generating
+        scoring.check_json_references([ex.reference for ex in examples],
+                                      [ex.source for ex in examples])  # fmt: skip
     ev = recipe.eval
     prompts = rung_prompts(rung, examples, train or [], ev.few_shot_k, ev.retrieval_k, ev.seed)
     started = time.perf_counter()
@@ -127,7 +120,7 @@ def evaluate_rung(
     )
     seconds = time.perf_counter() - started
     refs = [ex.reference for ex in examples]
-    summary, scores = score(kind, preds, refs, recipe)
+    summary, scores = score(kind, preds, refs, recipe, [ex.source for ex in examples])
     if ev.judge is not None:
         from tuneloop.evaluate.judge import judge_scores
 
@@ -171,27 +164,17 @@ def evaluate_rung(
 def evaluate_probes(
     model, tokenizer, who: str, recipe: Recipe, precision: str, progress: bool = True
 ) -> list[RungResult]:
-    """Both shipped probe suites, answered by `who` ("base" or "tuned") in one batched pass."""
-    suites = {name: load_suite(name) for name in SUITES}
-    prompts = [p for probes in suites.values() for p in probe_prompts(probes)]
-    started = time.perf_counter()
-    answers = generate(
-        model,
-        tokenizer,
-        prompts,
-        max_new_tokens=recipe.eval.probe_max_new_tokens,
-        batch_size=recipe.eval.batch_size,
-        precision=precision,
-        progress=progress,
-    )
-    seconds = time.perf_counter() - started
-    results, start = [], 0
-    for name, probes in suites.items():
-        summary, items = score_probes(probes, answers[start : start + len(probes)])
-        start += len(probes)
-        summary = {"model": who, "suite": name, **summary, "seconds": round(seconds, 2)}
-        results.append(RungResult(f"{who}-{name}", summary, items))
-    return results
+    """The gate's suites (`suites.py`: standard ones from `gate.suites`, else the built-in
+    probes) answered by `who` ("base" or "tuned"), batched; one result per suite."""
+    from tuneloop.evaluate.suites import answer_suites, probe_suites
+
+    suites = probe_suites(recipe)
+    ev = recipe.eval
+    answered = answer_suites(model, tokenizer, suites, ev.batch_size, precision, progress, ev.judge)
+    return [
+        RungResult(f"{who}-{suite.name}", {"model": who, **summary}, items)
+        for suite, (summary, items) in zip(suites, answered, strict=True)
+    ]
 
 
 def save_result(run: Run, result: RungResult, folder: str = "") -> None:
@@ -212,11 +195,14 @@ def evaluate_run(
     progress: bool = True,
     probes: tuple[str, ...] = (),
     train_gap: bool = False,
+    preference: bool = False,
 ) -> dict:
     """Evaluate the requested rungs of a finished run; the base model is loaded once.
 
     `probes` names the models ("base", "tuned") that answer the shipped probes; `train_gap`
-    also scores the tuned model on `eval.train_sample` of its training items.
+    also scores the tuned model on `eval.train_sample` of its training items. A DPO run's
+    held-out pairs are also ranked by the tuned model's implicit reward (`preference.py`)
+    whenever the tuned rung is evaluated, or when `preference` asks for it alone.
     """
     import torch
 
@@ -224,7 +210,8 @@ def evaluate_run(
     from tuneloop.train.loop import resolve_precision
 
     recipe = load_recipe(run.recipe_path)
-    needs_tuned = "tuned" in rungs or "tuned" in probes or train_gap
+    preference = recipe.train.objective == "dpo" and (preference or "tuned" in rungs)
+    needs_tuned = "tuned" in rungs or "tuned" in probes or train_gap or preference
     if needs_tuned:
         trained_output(run, recipe)  # refuse an unfinished run before any weights load
     examples = heldout_examples(run, recipe)
@@ -245,7 +232,14 @@ def evaluate_run(
         for result in evaluate_probes(model, tokenizer, "base", recipe, precision, progress):
             keep(result, "probes")
     if needs_tuned:
-        model = load_tuned(run, recipe, model, precision, device)
+        tuned = load_tuned(run, recipe, model, precision, device)
+        if preference:
+            from tuneloop.evaluate.preference import evaluate_run_preferences
+
+            results["preference"] = evaluate_run_preferences(
+                run, recipe, tuned, model, tokenizer, precision
+            )
+        model = tuned  # for full fine-tuning, the base is dropped here
     if "tuned" in rungs:
         keep(evaluate_rung(model, tokenizer, "tuned", examples, recipe, precision, progress))
     if train_gap and recipe.eval.train_sample:

@@ -1,23 +1,28 @@
 """One self-contained HTML report per run: no external resources, plots embedded as PNG.
 
 It is built only from what the run folder holds (run.json, metrics.jsonl, eval/, gate.json,
-data/), so it can be rebuilt at any time and shows exactly what was measured.
+data/), so it can be rebuilt at any time and shows exactly what was measured. Scores are on the
+metric the evaluation recorded (`task.metric`, or the task kind's default), and failures are
+judged by the same rule as `tuneloop failures` (`tuneloop.refine.failure_rule`).
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 from tuneloop.evaluate.metrics import normalize_answer
 from tuneloop.files import write_text
-from tuneloop.report import plots
+from tuneloop.refine import DEFAULT_BELOW, failure_rule, recorded_metric
+from tuneloop.report import plots, render
+from tuneloop.report.audit import audit_section
+from tuneloop.report.diversity import mode_collapse
+from tuneloop.report.gate import gate_section
+from tuneloop.report.slices import slice_fields, slice_scores, slice_section, summary_ci
 from tuneloop.workspace import Run
 
-MAIN_METRICS = ("exact_match", "accuracy", "json_exact", "score")
 CONFUSION_MAX_LABELS = 30
 WORST_FAILURES = 20
 
@@ -28,51 +33,28 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _table(rows: list[list], header: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _pct(x) -> str:
-    return f"{x:.1%}" if isinstance(x, int | float) else "-"
-
-
-def _ci(summary: dict, metric: str) -> tuple[float | None, float | None]:
-    """A metric's CI from an evaluation summary: `ci: {metric: {low, high}}` (what
-    `tuneloop eval` writes) or a `[low, high]` pair under `<metric>_ci` or `ci`."""
-    for value in (summary.get(f"{metric}_ci"), summary.get("ci")):
-        if isinstance(value, dict) and metric in value:
-            value = value[metric]
-        if isinstance(value, dict) and "low" in value and "high" in value:
-            return float(value["low"]), float(value["high"])
-        if isinstance(value, list | tuple) and len(value) >= 2:
-            return float(value[0]), float(value[1])
-    return None, None
-
-
 def heldout_rungs(run: Run) -> dict[str, dict]:
-    """Evaluation summaries of the held-out split, by rung (probe suites are shown apart)."""
+    """Evaluation summaries of the held-out split, by rung (probe suites are shown apart, and
+    `preference.json` of a DPO run has a section of its own)."""
     out = {}
     for path in sorted(run.eval_dir.glob("*.json")):
         summary = json.loads(path.read_text())
-        if summary.get("suite", "heldout") == "heldout" and "n" in summary:
-            out[summary.get("rung", path.stem)] = summary
+        if summary.get("suite", "heldout") == "heldout" and "rung" in summary and "n" in summary:
+            out[summary["rung"]] = summary
     return out
 
 
 def main_metric(rungs: dict[str, dict]) -> str | None:
-    for metric in MAIN_METRICS:
-        if rungs and all(metric in s for s in rungs.values()):
-            return metric
-    return None
+    """The metric the tuned model's evaluation recorded (else the first rung's)."""
+    if not rungs:
+        return None
+    return recorded_metric(rungs.get("tuned") or next(iter(rungs.values())))
+
+
+def _distinct(summary: dict) -> str:
+    """distinct-2 of a rung's answers (distinct bigrams over all bigrams), or '-'."""
+    value = summary.get("distinct_2")
+    return f"{value:.2f}" if isinstance(value, int | float) else "-"
 
 
 def confusion_matrix(items: list[dict]) -> tuple[list[str], list[list[int]]]:
@@ -87,29 +69,40 @@ def confusion_matrix(items: list[dict]) -> tuple[list[str], list[list[int]]]:
     return labels, matrix
 
 
-def slices(items_by_rung: dict[str, list[dict]], metric: str) -> dict[str, dict[str, dict]]:
-    """{field: {value: {rung: score}}} for metadata fields with 2 to 20 distinct values."""
-    out: dict[str, dict[str, dict]] = {}
-    any_items = next(iter(items_by_rung.values()), [])
-    fields = {k for item in any_items for k in (item.get("meta") or {})}
-    for field in sorted(fields):
-        values = {str((i.get("meta") or {}).get(field)) for i in any_items}
-        if not 2 <= len(values) <= 20 or field == "label":
-            continue
-        table: dict[str, dict] = defaultdict(dict)
-        for rung, items in items_by_rung.items():
-            groups: dict[str, list[float]] = defaultdict(list)
-            for item in items:
-                key = str((item.get("meta") or {}).get(field))
-                groups[key].append(float(item["scores"].get(metric, 0.0)))
-            for key, scores in groups.items():
-                table[key][rung] = sum(scores) / len(scores)
-        out[field] = dict(table)
-    return out
+def preference_section(pref: dict) -> str:
+    """A DPO run's held-out pairs (`eval/preference.json`): how often the tuned model ranks the
+    chosen answer first, and by how much, beside the base model's margin."""
+
+    def num(x) -> str:
+        return f"{x:+.3f}" if isinstance(x, int | float) else "-"
+
+    def with_ci(value, pair, fmt) -> str:
+        known = isinstance(pair, list | tuple) and len(pair) == 2
+        return render.with_ci(value, *(pair if known else (None, None)), fmt=fmt)
+
+    rows = [
+        ["held-out pairs", pref.get("n", "-")],
+        ["beta", pref.get("beta", "-")],
+        ["reward accuracy, tuned [95% CI]",
+         with_ci(pref.get("reward_accuracy"), pref.get("reward_accuracy_ci"), render.pct)],
+        ["margin, mean, tuned [95% CI]",
+         with_ci(pref.get("margin_mean"), pref.get("margin_ci"), num)],
+        ["margin, mean, base model", num(pref.get("base_margin_mean"))],
+    ]  # fmt: skip
+    return (
+        "<h2>Preferences (held-out pairs)</h2>"
+        "<p>Reward accuracy: the share of held-out pairs whose chosen answer the tuned model "
+        "ranks above the rejected one (50% is chance). Margin: chosen minus rejected, averaged "
+        "over the pairs.</p>" + render.table(rows, ["", ""])
+    )
 
 
-def build_report(run: Run) -> Path:
-    """Write `report.html` into the run folder and return its path."""
+def build_report(run: Run, below: float = DEFAULT_BELOW) -> Path:
+    """Write `report.html` into the run folder and return its path.
+
+    `below`: the line under which a partial-credit score (rouge_l, json_fields, ...) counts as a
+    failure, as in `tuneloop failures --below`.
+    """
     info = run.info()
     sections: list[str] = []
 
@@ -139,31 +132,43 @@ def build_report(run: Run) -> Path:
             f"final loss {info.get('final_loss', '-')}, precision {info.get('precision')}",
         ],
     ]
-    sections.append("<h2>Run and data audit</h2>" + _table(overview, ["", ""]))
-    audit = run.path / "data" / "audit.json"
+    sections.append("<h2>Run and data audit</h2>" + render.table(overview, ["", ""]))
+    audit = run.path / "data" / "audit.json"  # written by training (`train/session.py`)
     if audit.exists():
-        findings = json.loads(audit.read_text())
-        rows = [[f["severity"], f["code"], f["where"], f["message"]] for f in findings]
-        sections.append(_table(rows, ["severity", "code", "where", "message"]))
+        sections.append(audit_section(json.loads(audit.read_text())))
 
     # -- loss curves
     log = _read_jsonl(run.metrics_path)
     train = [(r["step"], r["loss"]) for r in log if "loss" in r]
     heldout = [(r["step"], r[k]) for r in log for k in ("heldout_loss", "eval_loss") if k in r]
     if train:
-        sections.append("<h2>Loss</h2>" + _img(plots.loss_curves(train, heldout), "loss curves"))
+        sections.append(
+            "<h2>Loss</h2>" + render.img(plots.loss_curves(train, heldout), "loss curves")
+        )
 
     # -- rungs vs tuned
     rungs = heldout_rungs(run)
     metric = main_metric(rungs)
     if metric:
-        rows = [(name, s[metric], *_ci(s, metric)) for name, s in rungs.items()]
-        table = [[n, _pct(v), f"[{_pct(lo)}, {_pct(hi)}]" if lo is not None else "-",
-                  rungs[n]["n"]] for n, v, lo, hi in rows]  # fmt: skip
+        rows = [(name, s[metric], *summary_ci(s, metric)) for name, s in rungs.items()
+                if metric in s]  # fmt: skip
+        table = [[n, render.pct(v), f"[{render.pct(lo)}, {render.pct(hi)}]" if lo is not None
+                  else "-", rungs[n]["n"], _distinct(rungs[n])]
+                 for n, v, lo, hi in rows]  # fmt: skip
+        collapse = mode_collapse(rungs)
+        others = sorted({recorded_metric(s) for s in rungs.values()} - {metric})
+        mixed = (
+            f"<p>Some rungs were evaluated on another metric ({html.escape(', '.join(others))});"
+            f" all are shown on {html.escape(metric)}, the tuned model's.</p>"
+            if others
+            else ""
+        )
         sections.append(
-            f"<h2>Baseline ladder vs tuned ({metric})</h2>"
-            + _img(plots.rung_bars(rows, metric), "rungs")
-            + _table(table, ["rung", metric, "95% CI", "items"])
+            f"<h2>Baseline ladder vs tuned ({html.escape(metric)})</h2>"
+            + mixed
+            + (render.img(plots.rung_bars(rows, metric), "rungs") if rows else "")
+            + render.table(table, ["rung", metric, "95% CI", "items", "distinct-2"])
+            + (f"<p><strong>Warning:</strong> {html.escape(collapse)}</p>" if collapse else "")
         )
 
     # -- per class, confusion matrix, slices
@@ -176,22 +181,22 @@ def build_report(run: Run) -> Path:
                   for r, pl in per_label.items()}  # fmt: skip
         sections.append(
             "<h2>Per class</h2>"
-            + _img(plots.grouped_bars(labels, series, "accuracy (recall) per class"), "per class")
+            + render.img(
+                plots.grouped_bars(labels, series, "accuracy (recall) per class"), "per class"
+            )
         )
     tuned_items = items_by_rung.get("tuned")
     if tuned_items and per_label:
         labels, matrix = confusion_matrix(tuned_items)
         sections.append(
-            "<h2>Confusion matrix (tuned)</h2>" + _img(plots.confusion(labels, matrix), "confusion")
+            "<h2>Confusion matrix (tuned)</h2>"
+            + render.img(plots.confusion(labels, matrix), "confusion")
         )
-    if metric and items_by_rung:
-        for field, table in slices(items_by_rung, metric).items():
-            groups = sorted(table)
-            series = {r: [table[g].get(r, 0.0) for g in groups] for r in items_by_rung}
-            sections.append(
-                f"<h2>Slice: {html.escape(field)}</h2>"
-                + _img(plots.grouped_bars(groups, series, f"{metric} by {field}"), f"slice {field}")
-            )
+    if metric:
+        for field in slice_fields(rungs, items_by_rung):
+            table = slice_scores(field, rungs, items_by_rung, metric)
+            if table:
+                sections.append(slice_section(field, table, metric))
 
     # -- probes and gate
     probe_rows = []
@@ -206,22 +211,13 @@ def build_report(run: Run) -> Path:
                                ", ".join(f"{k}={v:.3g}" for k, v in shown.items())])  # fmt: skip
     if probe_rows:
         sections.append("<h2>Regression and safety probes</h2>"
-                        + _table(probe_rows, ["suite", "model", "scores"]))  # fmt: skip
+                        + render.table(probe_rows, ["suite", "model", "scores"]))  # fmt: skip
     gate_path = run.path / "gate.json"
     if gate_path.exists():
-        gate = json.loads(gate_path.read_text())
-        verdict = "SHIP" if gate.get("passed") else "DO NOT SHIP"
-        reasons = gate.get("reasons") or [
-            f"[{'ok' if c.get('passed') else 'FAIL'}] {c.get('sentence', c)}"
-            for c in gate.get("conditions", [])
-        ]
-        items = "".join(f"<li>{html.escape(str(r))}</li>" for r in reasons)
-        cls = "pass" if gate.get("passed") else "fail"
-        overfit = (gate.get("overfit") or {}).get("note")
-        note = (
-            f"<p>Overfitting (reported, not gated): {html.escape(overfit)}</p>" if overfit else ""
-        )
-        sections.append(f'<h2>Gate</h2><p class="{cls}">{verdict}</p><ul>{items}</ul>{note}')
+        sections.append(gate_section(json.loads(gate_path.read_text())))
+    preference_path = run.eval_dir / "preference.json"
+    if preference_path.exists():
+        sections.append(preference_section(json.loads(preference_path.read_text())))
 
     # -- human review
     ratings_path = run.path / "review" / "ratings.json"
@@ -233,30 +229,36 @@ def build_report(run: Run) -> Path:
                 r["tuned_wins"],
                 r["tuned_losses"],
                 r["ties"],
-                _pct(r["win_rate"]),
+                render.pct(r["win_rate"]),
                 r["sign_test_p"] if r["sign_test_p"] is not None else "-",
             ]
         ]
         header = ["pairs", "tuned wins", "tuned losses", "ties", "win rate", "sign test p"]
-        sections.append("<h2>Human review (blind pairs)</h2>" + _table(rows, header))
+        sections.append("<h2>Human review (blind pairs)</h2>" + render.table(rows, header))
 
-    # -- worst failures
+    # -- worst failures, by the rule `tuneloop failures` uses
     if tuned_items and metric:
+        rule = failure_rule(rungs.get("tuned"), tuned_items, below, str(run.eval_dir))
         base = items_by_rung.get("zero-shot", [])
         base_by_source = {i["source"]: i["prediction"] for i in base}
-        failed = [i for i in tuned_items if not i["scores"].get(metric)]
+        failed = sorted((i for i in tuned_items if rule.failed(i)), key=rule.score)
         rows = [
             [
                 i["prompt"][:300],
                 i["reference"],
                 i["prediction"],
+                f"{rule.score(i):.2f}",
                 base_by_source.get(i["source"], "-"),
             ]
             for i in failed[:WORST_FAILURES]
         ]
         sections.append(
-            f"<h2>Failures ({len(failed)} of {len(tuned_items)} held-out items)</h2>"
-            + _table(rows, ["prompt", "reference", "tuned", "zero-shot"])
+            f"<h2>Failures ({len(failed)} of {len(tuned_items)} held-out items: "
+            f"{html.escape(str(rule))})</h2><p>{html.escape(rule.explain())}; the worst "
+            f"{min(len(failed), WORST_FAILURES)} are shown.</p>"
+            + render.table(
+                rows, ["prompt", "reference", "tuned", f"tuned {rule.metric}", "zero-shot"]
+            )
         )
 
     page = PAGE.format(title=html.escape(f"tuneloop report: {run.id}"), body="\n".join(sections))
@@ -276,6 +278,7 @@ td, th {{ border: 1px solid #ddd; padding: 3px 8px; vertical-align: top; text-al
 img.plot {{ max-width: 100%; display: block; margin: .5em 0; }}
 .pass {{ color: #1a7f37; font-weight: bold; font-size: 1.3em; }}
 .fail {{ color: #cf222e; font-weight: bold; font-size: 1.3em; }}
+.inconclusive {{ color: #9a6700; font-weight: bold; font-size: 1.3em; }}
 </style></head>
 <body><h1>{title}</h1>
 {body}

@@ -55,20 +55,55 @@ def rung_bars(rows: list[tuple[str, float, float | None, float | None]], metric:
     return _png(plt, fig)
 
 
-def grouped_bars(groups: list[str], series: dict[str, list[float]], xlabel: str) -> bytes:
-    """Per-class or per-slice scores, one bar per series (rung) within each group."""
+def grouped_bars(
+    groups: list[str],
+    series: dict[str, list[float]],
+    xlabel: str,
+    cis: dict[str, list[tuple[float | None, float | None]]] | None = None,
+) -> bytes:
+    """Per-class or per-slice scores, one bar per series (rung) within each group; `cis` adds
+    each bar's interval (low, high) as an error bar where it is known."""
     import numpy as np
 
     plt, fig, ax = _figure(6.4, 0.6 + 0.28 * len(groups) * max(1, len(series)) ** 0.5)
     y = np.arange(len(groups))
     height = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
-        ax.barh(y + i * height, values, height, label=name)
+        xerr = None
+        if cis and name in cis:
+            # matplotlib wants distances below and above each bar: shape (2, n_groups)
+            pairs = list(zip(values, cis[name], strict=True))
+            xerr = [[v - lo if lo is not None else 0 for v, (lo, _) in pairs],
+                    [hi - v if hi is not None else 0 for v, (_, hi) in pairs]]  # fmt: skip
+        ax.barh(y + i * height, values, height, xerr=xerr, capsize=2, label=name)
     ax.set_yticks(y + height * (len(series) - 1) / 2, groups, fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel(xlabel)
     ax.invert_yaxis()
     ax.legend(loc="lower right", fontsize=8)
+    return _png(plt, fig)
+
+
+def forest(rows: list[tuple[str, float, float, float, float | None, str]]) -> bytes:
+    """The gate's conditions as a forest plot: each change (name, estimate, CI low, CI high,
+    bound, status) as a point with its interval, against its bound (a black tick) and zero.
+
+    Estimates are fractions (changes; a rate for a floor), drawn in percent; larger is better
+    for every condition, so a condition passes when its interval lies right of its bound.
+    """
+    plt, fig, ax = _figure(6.4, 0.8 + 0.45 * max(2, len(rows)))
+    colours = {"pass": "#1a7f37", "fail": "#cf222e", "inconclusive": "#9a6700"}
+    for y, (_, est, low, high, bound, status) in enumerate(rows):
+        colour = colours.get(status, "#7f7f7f")
+        ax.errorbar([est * 100], [y], xerr=[[(est - low) * 100], [(high - est) * 100]],
+                    fmt="o", color=colour, capsize=4)  # fmt: skip
+        if bound is not None:
+            ax.plot([bound * 100], [y], marker="|", markersize=18, color="black")
+    ax.axvline(0, color="#7f7f7f", linewidth=0.8, linestyle="--")
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows])
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel("estimate, % (bar: CI; black tick: the bound it must clear)")
+    ax.grid(axis="x", alpha=0.3)
     return _png(plt, fig)
 
 

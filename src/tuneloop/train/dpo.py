@@ -210,7 +210,12 @@ def collate_pairs(
 
 def prepare(recipe: Recipe, tokenizer) -> ObjectiveData:
     """Read preference pairs, split off held-out pairs if needed, lint, tokenize."""
-    from tuneloop.data.preference import lint_pairs, read_preferences, write_preferences
+    from tuneloop.data.preference import (
+        lint_pairs,
+        read_preferences,
+        with_instruction,
+        write_preferences,
+    )
     from tuneloop.data.prepare import data_info, read_or_split
 
     cfg = recipe.train
@@ -223,8 +228,8 @@ def prepare(recipe: Recipe, tokenizer) -> ObjectiveData:
             title=f"{len(errors)} preference pair(s) cannot be trained on",
         )
     instruction = recipe.task.instruction
-    train = [_with_instruction(p, instruction) for p in train]
-    heldout = [_with_instruction(p, instruction) for p in heldout]
+    train = [with_instruction(p, instruction) for p in train]
+    heldout = [with_instruction(p, instruction) for p in heldout]
     tok_train, truncation = tokenize_pairs(tokenizer, train, cfg.max_length, cfg.truncation)
     tok_heldout, _ = tokenize_pairs(tokenizer, heldout, cfg.max_length, cfg.truncation)
     if not tok_train:
@@ -285,32 +290,31 @@ def _refuse_leaks(train: list[PreferencePair], heldout: list[PreferencePair]) ->
     check_no_leakage([p.as_example() for p in train], [p.as_example() for p in heldout])
 
 
-def _with_instruction(pair: PreferencePair, instruction: str | None) -> PreferencePair:
-    if not instruction or pair.prompt[0]["role"] == "system":
-        return pair
-    system = [{"role": "system", "content": instruction}]
-    rejected_prompt = None if pair.rejected_prompt is None else system + pair.rejected_prompt
-    return PreferencePair(system + pair.prompt, pair.chosen, pair.rejected, pair.meta,
-                          pair.source, rejected_prompt)  # fmt: skip
-
-
 @torch.no_grad()
-def preference_margins(model, tokenizer, pairs: list[PreferencePair], batch_size: int = 8,
-                       precision: str = "fp32") -> list[float]:  # fmt: skip
-    """log p(chosen) - log p(rejected) of each pair under `model`: positive when the model
-    prefers the chosen answer. Compare before and after training on held-out pairs."""
+def answer_logps(model, tokenizer, pairs: list[PreferencePair], batch_size: int = 8,
+                 precision: str = "fp32") -> torch.Tensor:  # fmt: skip
+    """Summed log-probabilities of each pair's answers under `model`, (P, 2): column 0 the
+    chosen answer, column 1 the rejected one. Every pair is scored whole (no truncation)."""
     from tuneloop.train.loop import autocast
 
     device = next(model.parameters()).device
     tokenized, _ = tokenize_pairs(tokenizer, pairs, 10**9, "drop")
     was_training = model.training
     model.eval()
-    margins: list[float] = []
+    out = []
     for i in range(0, len(tokenized), batch_size):
         batch = collate_pairs(tokenized[i : i + batch_size], tokenizer.pad_token_id)
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with autocast(precision, device):
-            logps, _ = sequence_logps(model, batch)
-        margins += (logps[0::2] - logps[1::2]).tolist()
+            logps, _ = sequence_logps(model, batch)  # (2B,) chosen_0, rejected_0, ...
+        out.append(logps.float().view(-1, 2).cpu())
     model.train(was_training)
-    return margins
+    return torch.cat(out) if out else torch.zeros(0, 2)
+
+
+def preference_margins(model, tokenizer, pairs: list[PreferencePair], batch_size: int = 8,
+                       precision: str = "fp32") -> list[float]:  # fmt: skip
+    """log p(chosen) - log p(rejected) of each pair under `model`: positive when the model
+    prefers the chosen answer. Compare before and after training on held-out pairs."""
+    logps = answer_logps(model, tokenizer, pairs, batch_size, precision)
+    return (logps[:, 0] - logps[:, 1]).tolist()

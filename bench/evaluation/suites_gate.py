@@ -1,0 +1,128 @@
+"""The gate's general-skill and safety conditions on standard suites: no false alarm, a real loss.
+
+    .venv/bin/python bench/evaluation/suites_gate.py [--work /tmp/tl-bench/suites]
+
+Both runs use the quickstart's Acme support-intent data and the gate with standard suites read
+from ../shared/data/evalsuites: 300 MMLU items (stratified by subject), 200 GSM8K, 200 IFEval
+and all 450 XSTest prompts, answered by the base and the tuned model.
+
+1. `copy`: the tuned model is an identical copy of the base: a LoRA adapter whose B matrices
+   are zero (LoRA adds B A x, so the model computes exactly what the base does). Every
+   non-inferiority condition must pass: no false alarm.
+2. `forget`: LoRA on every linear layer, learning rate 5e-3, 6 epochs of label-only answers:
+   a run trained to forget. General skills must fail with a CI that excludes the tolerance.
+
+The base model's answers are the same for both runs (same model, same suite samples), so the
+second run reuses the first run's `eval/probes/base-*` files rather than asking them again;
+the gate checks that the samples match (`suites.is_current`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, gate, save_results, train_recipe, write_recipe  # noqa: E402
+
+SUITES = REPO.parent / "shared" / "data" / "evalsuites"
+# GSM8K and IFEval answers are cut at 128 new tokens (their default is 256) to fit the 2-core
+# machine: both models are cut alike, so the comparison stays paired and fair.
+SIZES = {"mmlu": 300, "gsm8k": 200, "ifeval": 200, "xstest": None}
+TOKENS = {"gsm8k": 128, "ifeval": 128}
+
+
+def data(work: Path) -> None:
+    """The quickstart's data and split: train.jsonl and heldout.jsonl under work/data."""
+    from tuneloop.data.examples import write_support_intents
+    from tuneloop.data.formats import read_examples
+    from tuneloop.data.split import split_examples, write_split
+
+    source = write_support_intents(work / "data" / "support.jsonl", n_per_label=40, seed=0)
+    examples = read_examples(source, format="messages")
+    train, heldout = split_examples(examples, heldout_fraction=0.2, seed=0, near_threshold=0.8)
+    write_split(work / "data", train, heldout, seed=0, heldout_fraction=0.2, sources=[str(source)])
+
+
+def recipe(name: str, work: Path, train: dict, sizes: dict) -> dict:
+    from tuneloop.data.examples import SUPPORT_INSTRUCTION
+
+    suites = {
+        s: {"path": str(SUITES / s), **({"n": n} if n else {}),
+            **({"max_new_tokens": TOKENS[s]} if s in TOKENS else {})}
+        for s, n in sizes.items()
+    }  # fmt: skip
+    return {
+        "name": name,
+        "workspace": str(work / ".tuneloop"),
+        "data": {"train": str(work / "data/train.jsonl"),
+                 "heldout": str(work / "data/heldout.jsonl")},
+        "task": {"kind": "label", "instruction": SUPPORT_INSTRUCTION},
+        "train": {"batch_size": 8, "max_length": 256, **train},
+        "eval": {"max_new_tokens": 12, "batch_size": 32},
+        "gate": {"suites": suites},
+    }  # fmt: skip
+
+
+def zero_adapter(run) -> None:
+    """Make the run's adapter an identity: every LoRA B matrix set to zero."""
+    from safetensors.torch import load_file, save_file
+
+    path = run.path / "adapter" / "adapter_model.safetensors"
+    weights = load_file(path)
+    zeroed = {k: v.zero_() if "lora_B" in k else v for k, v in weights.items()}
+    save_file(zeroed, path, metadata={"format": "pt"})
+
+
+def summary(report, seconds: float) -> dict:
+    return {
+        "passed": report.passed,
+        "gate_seconds": seconds,
+        "conditions": {c.name: {"status": c.status, **c.numbers} for c in report.conditions},
+        "sentences": [c.sentence for c in report.conditions],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/tl-bench/suites"))
+    parser.add_argument("--smoke", action="store_true", help="8 items a suite, one epoch")
+    args = parser.parse_args()
+    work = args.work
+    sizes = {s: 8 for s in SIZES} if args.smoke else SIZES
+    data(work)
+    results: dict = {"suites": {s: n or "all" for s, n in sizes.items()}, "tokens": TOKENS}
+    started = time.perf_counter()
+
+    copy_recipe = recipe("copy", work, {"max_steps": 1, "lr": 1e-4}, sizes)
+    run, seconds = train_recipe(write_recipe(work, copy_recipe))
+    zero_adapter(run)
+    print(f"copy: {run.id}, adapter zeroed", flush=True)
+    report, gate_seconds = gate(run)
+    results["copy"] = summary(report, gate_seconds)
+    base_probes = run.eval_dir / "probes"
+
+    forget_train = {
+        "epochs": 0.1 if args.smoke else 6, "lr": 5e-3, "schedule": "constant", "warmup_ratio": 0.0,
+        "lora": {"r": 16, "alpha": 32,
+                 "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                    "up_proj", "down_proj"]},
+    }  # fmt: skip
+    run, seconds = train_recipe(write_recipe(work, recipe("forget", work, forget_train, sizes)))
+    results["forget_train_seconds"] = seconds
+    target = run.eval_dir / "probes"
+    target.mkdir(parents=True, exist_ok=True)
+    for path in base_probes.glob("base-*"):
+        shutil.copy(path, target / path.name)
+    report, gate_seconds = gate(run)
+    results["forget"] = summary(report, gate_seconds)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    if not args.smoke:
+        save_results("suites_gate", results)
+
+
+if __name__ == "__main__":
+    main()
