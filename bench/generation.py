@@ -3,7 +3,7 @@
     .venv/bin/python bench/generation.py                  # 64 held-out items, 3 repeats
     .venv/bin/python bench/generation.py --items 64 --batch-size 32 --repeats 3
 
-Both sides are `tuneloop.evaluate.generate.generate`, the function every rung, probe and gate
+Both sides are `tuneloop.models.generate.generate`, the function every rung, probe and gate
 uses, on the embedded default model with the same 64 banking77 held-out prompts (the 8-intent
 subset of bench/evaluation/banking77_gate.py, system instruction listing the labels), greedy,
 at most 32 new tokens, stopping at the end-of-turn token, bf16 autocast where the CPU has it:
@@ -45,9 +45,9 @@ def main() -> int:
     from banking77_gate import subset
 
     from tuneloop.cli.common import quiet_libraries
-    from tuneloop.evaluate.generate import generate
+    from tuneloop.models.generate import generate
     from tuneloop.models.load import load
-    from tuneloop.train.loop import resolve_precision
+    from tuneloop.models.precision import resolve_precision
 
     quiet_libraries()
     with tempfile.TemporaryDirectory() as tmp:

@@ -59,8 +59,9 @@ def recipe_for(method: str, folder: Path, train: Path, heldout: Path, steps: int
 def reloaded_eval_loss(recipe, run) -> float:
     """Held-out loss of base + saved output, computed exactly as the loop computed it."""
     from tuneloop.models.adapters import load_base, load_trained
+    from tuneloop.models.precision import resolve_precision
     from tuneloop.train import session
-    from tuneloop.train.loop import evaluate_loss, resolve_precision
+    from tuneloop.train.loop import evaluate_loss
     from tuneloop.train.sft import sft_loss
 
     source, _, data = session.prepare(recipe)

@@ -203,12 +203,13 @@ def evaluate_adapters(args) -> int:
     from tuneloop.config import validate_recipe
     from tuneloop.data.prepare import load_datasets
     from tuneloop.data.templates import tokenize_dataset
-    from tuneloop.evaluate.generate import generate
     from tuneloop.evaluate.metrics import exact_match
     from tuneloop.models.adapters import load_adapter
+    from tuneloop.models.generate import generate
     from tuneloop.models.load import load_model, load_tokenizer, resolve
+    from tuneloop.models.precision import resolve_precision
     from tuneloop.train.batching import collate
-    from tuneloop.train.loop import evaluate_loss, resolve_precision
+    from tuneloop.train.loop import evaluate_loss
     from tuneloop.train.sft import sft_loss
 
     quiet_libraries()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -94,7 +99,7 @@ def train_tiny_run(
     import json
 
     from tuneloop.config import validate_recipe
-    from tuneloop.train.sft import train
+    from tuneloop.train.session import train
 
     rows = [
         {
@@ -132,6 +137,13 @@ def train_tiny_run(
         }
     )
     return train(recipe, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def no_generation_cache(monkeypatch):
+    """Every test generates afresh: answers cached in ~/.cache by an earlier test or run must
+    not decide a result. tests/evaluate/test_generate_cache.py switches the cache back on."""
+    monkeypatch.setenv("TUNELOOP_NO_CACHE", "1")
 
 
 @pytest.fixture()
@@ -172,3 +184,23 @@ def banking77() -> Path:
     if not (BANKING77 / "train.csv").is_file():
         pytest.skip(f"banking77 data not found at {BANKING77} (../shared/data beside the repo)")
     return BANKING77
+
+
+def kill_at_step(process: subprocess.Popen, folder: Path, step: int,
+                 metrics: str = "*/metrics.jsonl", timeout: float = 300) -> None:  # fmt: skip
+    """SIGKILL a training process from outside, as a crash or the OOM killer would, once the
+    `metrics.jsonl` under `folder` matching `metrics` has logged `step`. The signal lands a
+    moment later, so the process may finish a step or two more."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"training ended (exit {process.returncode}) before step {step}")
+        for path in folder.glob(metrics):
+            complete = path.read_text().split("\n")[:-1]  # a line still being written waits
+            if any(json.loads(line)["step"] >= step for line in complete):
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(timeout=60)
+                return
+        time.sleep(0.005)
+    process.kill()
+    raise AssertionError(f"no metrics.jsonl under {folder} reached step {step} in {timeout}s")

@@ -49,7 +49,7 @@ def test_valid_recipe_loads_with_defaults_and_absolute_paths(tmp_path):
     assert recipe.train.lora.r == 4
     assert recipe.train.lora.alpha == 32  # defaults fill in what the recipe leaves out
     assert recipe.train.batch_size == 8
-    assert recipe.eval.max_new_tokens == 32
+    assert recipe.eval.max_new_tokens is None  # derived from the references when evaluating
     assert recipe.model.trust_remote_code is False
     # Relative paths are relative to the recipe's folder, not to the current directory.
     assert recipe.workspace == (tmp_path / "ws").resolve()

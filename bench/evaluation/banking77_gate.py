@@ -157,11 +157,11 @@ def measure_batching(run, n: int) -> dict:
     import torch
 
     from tuneloop.config import load_recipe
-    from tuneloop.evaluate.generate import generate
     from tuneloop.evaluate.run import heldout_examples
     from tuneloop.models.adapters import load_adapter
+    from tuneloop.models.generate import generate
     from tuneloop.models.load import load
-    from tuneloop.train.loop import resolve_precision
+    from tuneloop.models.precision import resolve_precision
 
     recipe = load_recipe(run.recipe_path)
     prompts = [ex.prompt_messages for ex in heldout_examples(run, recipe)[:n]]

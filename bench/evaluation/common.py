@@ -29,7 +29,7 @@ def write_recipe(folder: Path, recipe: dict) -> Path:
 def train_recipe(path: Path):
     """Train a recipe file through the library; return the run and the seconds it took."""
     from tuneloop.config import load_recipe
-    from tuneloop.train.sft import train
+    from tuneloop.train.session import train
 
     started = time.perf_counter()
     run = train(load_recipe(path), progress=False)

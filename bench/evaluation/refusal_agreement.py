@@ -96,7 +96,7 @@ def prompts() -> list[dict]:
 
 
 def generate_answers(max_new_tokens: int, batch_size: int) -> list[dict]:
-    from tuneloop.evaluate.generate import generate
+    from tuneloop.models.generate import generate
     from tuneloop.models.load import load
 
     model, tokenizer = load("smollm2-135m-instruct")[:2]

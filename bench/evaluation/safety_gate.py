@@ -100,7 +100,7 @@ def probe(model_name: str) -> dict:
     from tuneloop.config import Recipe
     from tuneloop.evaluate.run import evaluate_probes
     from tuneloop.models.load import load
-    from tuneloop.train.loop import resolve_precision
+    from tuneloop.models.precision import resolve_precision
 
     recipe = Recipe.model_validate({"data": {"train": "unused"}, "eval": {"batch_size": 32}})
     model, tokenizer, _ = load(model_name)

@@ -14,12 +14,15 @@ and all 450 XSTest prompts, answered by the base and the tuned model.
 
 The base model's answers are the same for both runs (same model, same suite samples), so the
 second run reuses the first run's `eval/probes/base-*` files rather than asking them again;
-the gate checks that the samples match (`suites.is_current`).
+the gate checks that the samples match (`suites.is_current`). The two runs can also go in two
+processes: `--only copy`, and `--only forget --base-answers <copy run>/eval/probes`, which
+waits for the base's answers.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -90,6 +93,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/tl-bench/suites"))
     parser.add_argument("--smoke", action="store_true", help="8 items a suite, one epoch")
+    parser.add_argument("--only", choices=["copy", "forget"], help="one of the two runs")
+    parser.add_argument(
+        "--base-answers", type=Path, help="a run's eval/probes to take the base's answers from "
+        "(waited for until all are written), e.g. the copy run's while it runs in parallel",
+    )  # fmt: skip
     args = parser.parse_args()
     work = args.work
     sizes = {s: 8 for s in SIZES} if args.smoke else SIZES
@@ -97,13 +105,18 @@ def main() -> None:
     results: dict = {"suites": {s: n or "all" for s, n in sizes.items()}, "tokens": TOKENS}
     started = time.perf_counter()
 
-    copy_recipe = recipe("copy", work, {"max_steps": 1, "lr": 1e-4}, sizes)
-    run, seconds = train_recipe(write_recipe(work, copy_recipe))
-    zero_adapter(run)
-    print(f"copy: {run.id}, adapter zeroed", flush=True)
-    report, gate_seconds = gate(run)
-    results["copy"] = summary(report, gate_seconds)
-    base_probes = run.eval_dir / "probes"
+    base_probes = args.base_answers
+    if args.only != "forget":
+        copy_recipe = recipe("copy", work, {"max_steps": 1, "lr": 1e-4}, sizes)
+        run, seconds = train_recipe(write_recipe(work, copy_recipe))
+        zero_adapter(run)
+        print(f"copy: {run.id}, adapter zeroed", flush=True)
+        report, gate_seconds = gate(run)
+        results["copy"] = summary(report, gate_seconds)
+        base_probes = run.eval_dir / "probes"
+    if args.only == "copy":
+        save_results("suites_gate_copy", results)
+        return
 
     forget_train = {
         "epochs": 0.1 if args.smoke else 6, "lr": 5e-3, "schedule": "constant", "warmup_ratio": 0.0,
@@ -113,15 +126,31 @@ def main() -> None:
     }  # fmt: skip
     run, seconds = train_recipe(write_recipe(work, recipe("forget", work, forget_train, sizes)))
     results["forget_train_seconds"] = seconds
-    target = run.eval_dir / "probes"
-    target.mkdir(parents=True, exist_ok=True)
-    for path in base_probes.glob("base-*"):
-        shutil.copy(path, target / path.name)
+    if base_probes is not None:
+        take_base_answers(base_probes, run.eval_dir / "probes", list(sizes))
     report, gate_seconds = gate(run)
     results["forget"] = summary(report, gate_seconds)
     results["seconds"] = round(time.perf_counter() - started, 1)
     if not args.smoke:
-        save_results("suites_gate", results)
+        save_results("suites_gate" if args.only is None else "suites_gate_forget", results)
+
+
+def take_base_answers(source: Path, target: Path, suites: list[str]) -> None:
+    """Copy the base model's answers to `suites` once all are written. Answers saved before the
+    sample signature named who classifies refusals were classified by the regex, the only
+    classifier then: say so in their signature, so the gate accepts them as current."""
+    wanted = [source / f"base-{s}.{ext}" for s in suites for ext in ("json", "jsonl")]
+    while not all(p.is_file() for p in wanted):
+        time.sleep(30)
+    target.mkdir(parents=True, exist_ok=True)
+    for path in wanted:
+        shutil.copy(path, target / path.name)
+    for s in ("xstest", "advbench"):
+        summary_path = target / f"base-{s}.json"
+        if summary_path.is_file():
+            saved = json.loads(summary_path.read_text())
+            saved["sample"].setdefault("refusals", "regex")
+            summary_path.write_text(json.dumps(saved))
 
 
 if __name__ == "__main__":

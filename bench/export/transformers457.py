@@ -58,7 +58,7 @@ def train_and_export(work: Path, steps: int) -> tuple[Path, dict]:
     from tuneloop.data.split import split_examples, write_split
     from tuneloop.export.run import export
     from tuneloop.quickstart import quickstart_recipe
-    from tuneloop.train.sft import train
+    from tuneloop.train.session import train
 
     work.mkdir(parents=True, exist_ok=True)
     source = write_support_intents(work / "data" / "support.jsonl", n_per_label=40, seed=0)

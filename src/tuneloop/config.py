@@ -14,11 +14,52 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tuneloop.errors import Problem, UserError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+# The per-item metrics each task kind produces (`evaluate/scoring.py` computes them): what
+# `task.metric` may name. Here, below evaluation, so the recipe can check it when it loads.
+ITEM_METRICS = {
+    "label": ("exact_match",),
+    "json": (
+        "exact_match",
+        "json_valid",
+        "json_exact",
+        "json_fields",
+        "json_field_f1",
+        "json_schema",
+    ),
+    "text": ("exact_match", "rouge_l", "chrf"),
+}
+
+# A slice of the reference answer's content rather than of an item's metadata.
+REF_PREFIX = "ref:"
+
+
+def reference_path(entry: str) -> list[str] | None:
+    """The key path of a `ref:` slice entry (`ref:slots.city` -> ['slots', 'city']); None for a
+    metadata field. A malformed `ref:` entry raises ValueError saying how to write it."""
+    if not entry.startswith(REF_PREFIX):
+        return None
+    path = entry[len(REF_PREFIX) :]
+    keys = path.split(".")
+    if not path or any(not k.strip() for k in keys):
+        raise ValueError(
+            f"`{entry}` names no key path: write `ref:` and the reference's keys joined by dots, "
+            "e.g. `ref:intent` or `ref:slots.city`"
+        )
+    return keys
 
 
 class Section(BaseModel):
@@ -32,6 +73,12 @@ class ModelConfig(Section):
     )
     trust_remote_code: bool = Field(
         False, description="Run Python code shipped with the model. Only for models you trust."
+    )
+    license_ack: str | None = Field(
+        None,
+        description="The id of the model's license (e.g. cc-by-nc-4.0), to train on a model "
+        "whose license restricts use (non-commercial, research-only, custom terms); "
+        "`tuneloop train` refuses such a model until this names its license.",
     )
 
 
@@ -120,8 +167,6 @@ def _metric_problems(
 ) -> list[tuple[tuple, str, str]]:
     """`task.metric` against the per-item metrics the task kind produces (for `auto`, any
     kind's: the evaluation checks it again once the kind is known)."""
-    from tuneloop.evaluate.scoring import ITEM_METRICS
-
     kinds = list(ITEM_METRICS) if kind == "auto" else [kind]
     names = [m for k in kinds for m in ITEM_METRICS[k]]
     names = [m for m in dict.fromkeys(names) if m != "json_schema" or schema]
@@ -189,6 +234,12 @@ class DpoConfig(Section):
     loss: Literal["sigmoid", "ipo", "robust"] = "sigmoid"
     label_smoothing: float = Field(
         0.0, ge=0, lt=0.5, description="Assumed share of flipped preference labels."
+    )
+    dropout_off: bool = Field(
+        True,
+        description="Train without dropout (LoRA's included), as TRL does: the loss compares "
+        "the policy's and the reference's scores of the same answers, and dropout in one "
+        "forward only would add noise to that difference.",
     )
 
 
@@ -326,7 +377,12 @@ class JudgeConfig(Section):
 
 
 class EvalConfig(Section):
-    max_new_tokens: int = Field(32, gt=0)
+    max_new_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Longest answer in tokens; unset: derived from the references (the longest "
+        "plus a quarter, at most 512), and each rung's summary says what was used and why.",
+    )
     batch_size: int = Field(16, gt=0)
     max_items: int | None = Field(None, gt=0, description="Evaluate the first N held-out items.")
     few_shot_k: int = Field(4, gt=0, description="Examples from train in the few-shot rungs.")
@@ -335,7 +391,10 @@ class EvalConfig(Section):
     confidence: float = Field(0.95, gt=0, lt=1, description="Level of every interval.")
     bootstrap: int = Field(2000, ge=100, description="Bootstrap resamples per interval.")
     slices: list[str] = Field(
-        [], description="Metadata fields to break every metric down by (e.g. [label, source])."
+        [],
+        description="Break every metric down by these: metadata fields (e.g. [label, source]) "
+        "or, with `ref:`, key paths of a JSON reference answer (e.g. [ref:intent, "
+        "ref:slots.city]).",
     )
     probe_max_new_tokens: int = Field(32, gt=0, description="Answer length for the probes.")
     train_sample: int = Field(
@@ -344,6 +403,30 @@ class EvalConfig(Section):
     judge: JudgeConfig | None = Field(
         None, description="Optional LLM-as-judge on an OpenAI-compatible endpoint."
     )
+
+    @field_validator("slices")
+    @classmethod
+    def _slice_entries(cls, entries: list[str]) -> list[str]:
+        """A slice is a metadata field or `ref:` and a key path; a typo such as `reference:x`
+        or `ref:` alone is an error, not a slice where every item is `<missing>`."""
+        wrong = []
+        for entry in entries:
+            try:
+                reference_path(entry)
+            except ValueError as err:
+                wrong.append(str(err))
+                continue
+            if ":" in entry and not entry.startswith(REF_PREFIX):
+                wrong.append(
+                    f"`{entry}`: the only prefix a slice takes is `{REF_PREFIX}` (a key path of "
+                    "the reference answer, e.g. `ref:slots.city`); name a metadata field "
+                    "without one"
+                )
+            elif not entry.strip():
+                wrong.append("an empty slice: name a metadata field, or `ref:` and a key path")
+        if wrong:
+            raise ValueError("; ".join(wrong))
+        return entries
 
 
 SuiteName = Literal["mmlu", "gsm8k", "ifeval", "xstest", "advbench"]

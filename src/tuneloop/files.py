@@ -39,3 +39,10 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def provenance_path(out: str | Path) -> Path:
+    """Where the provenance of a generated data file sits: beside it, as `tuneloop distill
+    generate` writes it and the registry reads it (`distilled.jsonl.provenance.json`)."""
+    out = Path(out)
+    return out.with_name(out.name + ".provenance.json")

@@ -21,6 +21,7 @@ from tuneloop.data.lint import format_findings, lint_examples
 from tuneloop.data.split import split_examples, write_split
 from tuneloop.data.templates import TruncationReport
 from tuneloop.errors import UserError
+from tuneloop.evaluate.license import check_license, license_line
 from tuneloop.files import write_text
 from tuneloop.workspace import Run
 
@@ -71,7 +72,7 @@ def run_quickstart(
     **train_overrides,
 ) -> QuickstartResult:
     from tuneloop.evaluate.run import evaluate_run
-    from tuneloop.train.sft import train
+    from tuneloop.train.session import train
 
     folder = Path(folder)
     data_dir = folder / "data"
@@ -100,6 +101,8 @@ def run_quickstart(
     recipe = load_recipe(recipe_path)
 
     say(f"4/8 train: LoRA r={recipe.train.lora.r} on {recipe.model.name}")
+    lic = check_license(recipe.model.name, recipe.model.license_ack)  # before weights load
+    say(f"    {license_line(lic, recipe.model.license_ack)}")
     run = train(recipe, progress=progress)
     info = run.info()
     say(f"    truncation: {TruncationReport.from_dict(info['truncation']).summary()}")

@@ -8,6 +8,7 @@ workspace: .tuneloop               # runs, checkpoints, adapters and evaluations
 model:
   name: smollm2-135m-instruct      # the embedded default, a Hugging Face folder, or a .gguf file
   trust_remote_code: false         # never run code shipped with a model unless you trust it
+  # license_ack: cc-by-nc-4.0      # train on a restrictively licensed model: name its license
 
 data:
   train: data/train.jsonl          # messages / Alpaca / ShareGPT / prompt-completion JSONL, or CSV
@@ -41,7 +42,7 @@ train:
   # early_stopping: {patience: 3, min_delta: 0.0, restore_best: true}
 
 eval:
-  max_new_tokens: 32
+  # max_new_tokens: 32             # unset: derived from the longest reference answer
   batch_size: 16
   few_shot_k: 4                    # shots in the few-shot rung, drawn from train
   retrieval_k: 4                   # nearest train examples (BM25) in the retrieval rung

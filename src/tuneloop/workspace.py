@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tuneloop.config import Recipe
 from tuneloop.errors import UserError
 from tuneloop.files import write_json, write_text
 
@@ -118,7 +119,7 @@ def find_run(ref: str | Path, workspace: Path | None = None) -> Run:
     path = Path(ref)
     if (path / "run.json").is_file():
         return Run(path.resolve())
-    root = runs_root(workspace or Path(".tuneloop"))
+    root = runs_root(workspace or Recipe.model_fields["workspace"].default)
     if root.is_dir():
         matches = [p for p in sorted(root.iterdir()) if ref in p.name and (p / "run.json").exists()]
         exact = [p for p in matches if p.name == ref]

@@ -152,3 +152,41 @@ def test_table_limits_each_code_and_counts_the_rest():
     assert "... and 3 more" in table[3]
     assert "h:1:3" in table[-2]
     assert table[-1] == "1 error, 5 warnings"
+
+
+def test_volatile_facts_are_flagged_with_examples_share_and_advice():
+    train = [ex(f"question {i}", f"topic_{i % 4}", f"t:{i + 1}") for i in range(20)]
+    train[3] = ex("How much is the Pro plan?", "The Pro plan costs $19.99 a month.", "t:4")
+    train[8] = ex("Which release should I use?", "The latest release is version 4.2.", "t:9")
+    train[12] = ex("When did it launch?", "It launched on March 3, 2024.", "t:13")
+    [finding] = only(lint_examples(train, options=NO_NEAR), "volatile-facts")
+    assert (finding.severity, finding.where, finding.related) == ("warning", "t:4", "t:9")
+    assert "3 of 20 training answers (15%)" in finding.message
+    assert "t:4 ('$19.99')" in finding.message and "t:13 ('March 3, 2024')" in finding.message
+    assert "retrieval, not in the weights" in finding.fix
+
+
+def test_volatile_facts_threshold_and_no_false_positives():
+    labels = [ex(f"my card {i} was declined", "card_declined", f"t:{i + 1}") for i in range(30)]
+    counts = [ex(f"how many in basket {i}", "You have 2 items in your cart.", f"c:{i}")
+              for i in range(30)]  # fmt: skip
+    # Copying a date from the prompt is extraction, not a fact kept in the weights.
+    copied = [ex(f"Order placed 2024-05-0{i}, when?", f"Placed on 2024-05-0{i}.", f"e:{i}")
+              for i in range(1, 9)]  # fmt: skip
+    assert only(lint_examples(labels + counts + copied, options=NO_NEAR), "volatile-facts") == []
+    # Two answers in 62 are under the threshold (3 answers and 5%); three are over it.
+    stale = [
+        ex(f"price {i}?", f"It costs {10 + i} dollars as of today.", f"p:{i}") for i in range(3)
+    ]
+    assert only(lint_examples(labels + counts + stale[:2], options=NO_NEAR), "volatile-facts") == []
+    assert len(only(lint_examples(labels[:20] + stale, options=NO_NEAR), "volatile-facts")) == 1
+    assert only(lint_examples(labels + counts + stale, options=NO_NEAR), "volatile-facts") == []
+
+
+def test_lint_docstring_examples():
+    import doctest
+
+    import tuneloop.data.lint as lint
+
+    result = doctest.testmod(lint)
+    assert result.failed == 0 and result.attempted > 0

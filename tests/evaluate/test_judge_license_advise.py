@@ -203,3 +203,26 @@ def test_recommend_fixing_the_data_first():
     assert verdict == FIX_DATA and "leakage" in reasons[0]
     verdict, _ = recommend({"zero-shot": rung(0.1, 0, 0.2)}, "exact_match", 0.9, [], 5)
     assert verdict == FIX_DATA
+
+
+def test_advice_names_the_measured_method_and_says_when_it_is_not_the_planned_one():
+    from tuneloop.evaluate.advise import Advice, format_advice
+    from tuneloop.evaluate.license import LicenseInfo
+
+    estimate = {
+        "device": "cpu", "precision": "fp32", "measured_steps": 3, "batch_size": 8,
+        "seconds_per_micro_batch": 1.5, "tokens_per_s": 200.0, "optimizer_steps": 40,
+        "estimated_seconds": 60.0, "peak_memory_bytes": 2**30,
+        "peak_memory_scope": "process, during the steps",
+        "method_measured": "dora", "method_planned": "dora", "method_note": None,
+    }  # fmt: skip
+    lic = LicenseInfo("Apache-2.0", "package metadata", False, "permissive")
+    advice = Advice("r", "m", 300, 50, "label", "exact_match", 0.9,
+                    {"few-shot": {**rung(0.5, 0.4, 0.6), "seconds": 1.0}}, [], estimate, lic,
+                    FINE_TUNE, ["why"])  # fmt: skip
+    text = format_advice(advice)
+    assert "measured over 3 dora steps of batch 8" in text and "not measured here" not in text
+    estimate.update(method_measured="lora", method_planned="qlora", method_note="no bitsandbytes")
+    text = format_advice(advice)
+    assert "measured over 3 lora steps" in text
+    assert "the recipe trains with method `qlora`, not measured here: no bitsandbytes" in text

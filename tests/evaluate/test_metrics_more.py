@@ -126,7 +126,8 @@ def test_a_json_task_names_the_item_whose_reference_is_not_json():
 
 
 def test_item_metrics_lists_every_column_item_scores_makes():
-    from tuneloop.evaluate.scoring import ITEM_METRICS, item_scores
+    from tuneloop.config import ITEM_METRICS
+    from tuneloop.evaluate.scoring import item_scores
 
     refs = ['{"a": 1}', '{"a": 2}']
     for kind in ("label", "json", "text"):

@@ -6,11 +6,11 @@ import pytest
 import yaml
 
 from tuneloop.config import Recipe
-from tuneloop.evaluate import generate as generate_mod
 from tuneloop.evaluate import run as run_mod
-from tuneloop.evaluate.generate import generate
 from tuneloop.evaluate.ladder import LADDER
 from tuneloop.evaluate.probes import load_suite
+from tuneloop.models import generate as generate_mod
+from tuneloop.models.generate import generate
 from tuneloop.workspace import Run
 
 LABELS = ["alpha", "beta", "gamma"]
@@ -107,6 +107,7 @@ def test_task_kind_and_scores_for_json_and_text():
         "json_valid": 1.0,
         "json_exact": 1.0,
         "json_fields": 1.0,
+        "json_field_f1": 1.0,
         "json_schema": 1.0,
     }
     assert summary["json_schema"] == 0.5

@@ -10,8 +10,8 @@ import yaml
 
 from tuneloop.config import GateConfig, Recipe, SuiteConfig
 from tuneloop.errors import UserError
-from tuneloop.evaluate import generate as generate_mod
 from tuneloop.evaluate import suites as S
+from tuneloop.models import generate as generate_mod
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

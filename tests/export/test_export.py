@@ -15,12 +15,13 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import train_tiny_run
+from tuneloop.data.templates import with_instruction
 from tuneloop.errors import UserError
-from tuneloop.evaluate.generate import generate
 from tuneloop.export.gguf import load_gguf, permute_qk, write_gguf
 from tuneloop.export.ollama import chat_format, modelfile
-from tuneloop.export.run import export, with_instruction_messages
+from tuneloop.export.run import export
 from tuneloop.export.vllm import check_vllm
+from tuneloop.models.generate import generate
 
 SMOLLM_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -102,7 +103,7 @@ def test_gguf_f16_greedy_answers_equal_the_adapter_models(exported, run, tiny_mo
     back, back_tokenizer = load_gguf(exported.files["gguf-f16"])
     assert back_tokenizer.chat_template.endswith(tokenizer.chat_template)  # plus the instruction
     # The adapter model is told the instruction, as eval tells it; the GGUF's template tells it.
-    told = [with_instruction_messages(chat, INSTRUCTION) for chat in CHATS]
+    told = [with_instruction(chat, INSTRUCTION) for chat in CHATS]
     want = generate(model, tokenizer, told, max_new_tokens=8, precision="fp32")
     assert generate(back, back_tokenizer, CHATS, max_new_tokens=8, precision="fp32") == want
     q8, q8_tokenizer = load_gguf(exported.files["gguf-q8_0"])  # loads and answers

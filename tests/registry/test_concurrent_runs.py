@@ -1,13 +1,13 @@
 """Two training processes share one registry; one is killed with SIGKILL mid-run."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 
 import yaml
 
+from conftest import kill_at_step
 from tuneloop.registry import Registry
 
 
@@ -37,15 +37,10 @@ def test_killed_run_shows_failed_and_registry_stays_intact(tmp_path, tiny_model_
     b = write_recipe(tmp_path / "b", workspace, tiny_model_dir, "victim")
     cmd = [sys.executable, "-m", "tuneloop.cli.main", "train", "--quiet"]
     survivor = subprocess.Popen([*cmd, str(a)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    victim = subprocess.Popen(
-        [*cmd, str(b)],
-        env={**os.environ, "TUNELOOP_KILL_AT_STEP": "12"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    victim = subprocess.Popen([*cmd, str(b)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_at_step(victim, workspace / "runs", 12, metrics="*-victim/metrics.jsonl")
     _, err = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, err.decode()
-    victim.communicate(timeout=300)
     assert victim.returncode == -signal.SIGKILL
 
     with Registry(workspace) as reg:

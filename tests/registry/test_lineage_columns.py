@@ -9,9 +9,10 @@ from typer.testing import CliRunner
 
 from tuneloop.cli.main import app
 from tuneloop.config import validate_recipe
+from tuneloop.files import provenance_path
 from tuneloop.registry import Registry, record
-from tuneloop.train.sft import train
-from tuneloop.train.teacher import generate_dataset, provenance_path
+from tuneloop.train.session import train
+from tuneloop.train.teacher import generate_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread: see conftest
 

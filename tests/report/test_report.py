@@ -118,6 +118,47 @@ def test_slice_tables_show_each_score_with_its_ci_and_n(tmp_path):
     assert f"<tr><td>email</td><td>4</td><td>{cell}</td>" in page, cell
 
 
+def hotel_run(tmp_path) -> Run:
+    """A JSON task judged by `json_field_f1`: three rungs, few-shot the best untuned one."""
+    run = Run(tmp_path / "runs" / "20260101-000000-hotel")
+    (run.path / "eval").mkdir(parents=True)
+    (run.path / "run.json").write_text(json.dumps({"id": run.id, "status": "finished"}))
+    ref = '{"intent": "book", "slots": {"city": "Oslo", "nights": 2}}'
+    tuned = {  # file order is not score order
+        0: ('{"intent": "book", "slots": {"city": "Oslo", "nights": 2}}', 1.0),
+        1: ('{"intent": "book", "slots": {"city": "Rome", "nights": 2}}', 0.67),
+        2: ('{"intent": "cancel", "slots": {}}', 0.0),
+        3: ('{"intent": "book", "slots": {"city": "Oslo"}}', 0.8),
+    }
+    rungs = {"zero-shot": ({i: ("no idea", 0.0) for i in tuned}, 0.0),
+             "few-shot": ({i: (f'{{"intent": "few-{i}"}}', 0.5) for i in tuned}, 0.5),
+             "tuned": (tuned, 0.62)}  # fmt: skip
+    for rung, (answers, mean) in rungs.items():
+        items = [{"source": f"h:{i}", "prompt": f"request {i}", "reference": ref,
+                  "prediction": answers[i][0], "scores": {"json_field_f1": answers[i][1]},
+                  "meta": {}} for i in tuned]  # fmt: skip
+        summary = {"rung": rung, "task": "json", "metric": "json_field_f1", "n": len(items),
+                   "json_field_f1": mean}  # fmt: skip
+        (run.eval_dir / f"{rung}.json").write_text(json.dumps(summary))
+        (run.eval_dir / f"{rung}.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    return run
+
+
+def test_failures_worst_first_beside_the_best_rung_with_the_fields_that_differ(tmp_path):
+    page = build_report(hotel_run(tmp_path), below=0.9).read_text()
+    assert "Failures (3 of 4 held-out items: json_field_f1 &lt; 0.9)" in page
+    table = page[page.index("<h2>Failures") :]
+    assert "best rung: few-shot (json_field_f1)" in table and "zero-shot" not in table
+    assert "fields that differ (want -&gt; got)" in table
+    # worst first: item 2 (0.00), then 1 (0.67), then 3 (0.80)
+    assert table.index("request 2") < table.index("request 1") < table.index("request 3")
+    row = table[table.index("request 2") :]
+    row = row[: row.index("</tr>")]
+    assert "<td>0.00</td>" in row and "few-2" in row and "(0.50)" in row
+    assert "intent: &quot;book&quot; -&gt; &quot;cancel&quot;" in row
+    assert "slots.city: &quot;Oslo&quot; -&gt; -" in row and "slots.nights: 2 -&gt; -" in row
+
+
 def gate_condition(name, status, estimate, low, high, bound, p, needed, sentence):
     numbers = {"estimate": estimate, "low": low, "high": high, "confidence": 0.95,
                "test": "paired bootstrap, one-sided", "p_value": p, "n": 64, "bound": bound,

@@ -171,24 +171,30 @@ def test_dpo_training_raises_the_margin_on_heldout_pairs(tmp_path, tiny_tokenize
     assert after > before + 1.0, (before, after)
 
 
-def test_dpo_loss_is_the_same_with_the_shared_prompt_run_once(tiny_tokenizer, tiny_model):
+def _pairs_and_policy(tiny_model, n: int, system: list[dict], lora_dropout: float):
+    """`n` pairs, and a LoRA policy whose random adapter makes it differ from the reference."""
     from peft import LoraConfig, get_peft_model
 
-    from tuneloop.train.dpo import collate_pairs, tokenize_pairs
-
-    system = {"role": "system", "content": "classify the support message into one label. " * 2}
     pairs = [
-        PreferencePair([system, {"role": "user", "content": f"please help with message {i}"}],
+        PreferencePair([*system, {"role": "user", "content": f"please help with message {i}"}],
                        "cancel_subscription", "refund_request", source=f"p:{i}")
-        for i in range(3)
+        for i in range(n)
     ]  # fmt: skip
     torch.manual_seed(0)
-    model = get_peft_model(tiny_model, LoraConfig(r=4, lora_dropout=0.0, task_type="CAUSAL_LM",
-                                                  target_modules=["q_proj", "v_proj"]))  # fmt: skip
+    model = get_peft_model(tiny_model, LoraConfig(r=4, lora_dropout=lora_dropout,
+                           task_type="CAUSAL_LM", target_modules=["q_proj", "v_proj"]))  # fmt: skip
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
-                p.normal_(0, 0.5)  # policy differs from the reference
+                p.normal_(0, 0.5)
+    return pairs, model
+
+
+def test_dpo_loss_is_the_same_with_the_shared_prompt_run_once(tiny_tokenizer, tiny_model):
+    from tuneloop.train.dpo import collate_pairs, tokenize_pairs
+
+    system = {"role": "system", "content": "classify the support message into one label. " * 2}
+    pairs, model = _pairs_and_policy(tiny_model, 3, [system], lora_dropout=0.0)
     items, _ = tokenize_pairs(tiny_tokenizer, pairs, 256, "drop")
     loss = DpoLoss(DpoConfig(beta=0.1))
     plain = collate_pairs(items, 2)
@@ -198,3 +204,18 @@ def test_dpo_loss_is_the_same_with_the_shared_prompt_run_once(tiny_tokenizer, ti
     assert b.item() == pytest.approx(a.item(), abs=1e-5)
     one = collate_pairs(items[:1], 2, share_prefix=True)  # a single pair: its whole prompt
     assert one["shared_prefix"] > shared["shared_prefix"]
+
+
+@pytest.mark.parametrize("dropout_off", [True, False])
+def test_dpo_loss_is_deterministic_with_dropout_off(dropout_off, tiny_tokenizer, tiny_model):
+    from tuneloop.config import Recipe
+    from tuneloop.train.dpo import collate_pairs, make_loss, tokenize_pairs
+
+    pairs, model = _pairs_and_policy(tiny_model, 4, [], lora_dropout=0.5)  # LoRA's dropout on
+    recipe = Recipe(data={"train": "pairs.jsonl"},
+                    train={"objective": "dpo", "dpo": {"dropout_off": dropout_off}})  # fmt: skip
+    loss = make_loss(recipe, model, None, torch.device("cpu"))
+    batch = collate_pairs(tokenize_pairs(tiny_tokenizer, pairs, 256, "drop")[0], 2)
+    model.train()  # as the loop runs it
+    (first, _), (second, _) = loss(model, batch), loss(model, batch)
+    assert torch.equal(first, second) == dropout_off

@@ -5,10 +5,33 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
 from tuneloop.errors import UserError
+
+
+def recipe_default(model: str, field: str) -> Callable[[], Any]:
+    """A command-line option's default that is a recipe default: `field` of the class `model`
+    in config.py (`recipe_default("SplitConfig", "near_threshold")()` is 0.8), read when a verb
+    runs, since importing the recipe's model for every `--help` would slow it down."""
+
+    def default() -> Any:
+        from tuneloop import config
+
+        return getattr(config, model).model_fields[field].default
+
+    return default
+
+
+default_workspace = recipe_default("Recipe", "workspace")
+WORKSPACE = typer.Option(
+    default_factory=default_workspace,
+    show_default="the recipe default",
+    help="Workspace folder holding registry.db and runs/.",
+)
 
 
 def quiet_libraries() -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
 
-from tuneloop.cli.common import quiet_libraries, user_errors
+from tuneloop.cli.common import default_workspace, quiet_libraries, recipe_default, user_errors
 from tuneloop.errors import UserError
 
 app = typer.Typer(help="Curate data: lint, split, convert, stats.", no_args_is_help=True)
@@ -49,7 +49,7 @@ class _Settings:
     truncation: str
     train_config: object
     split: object = None  # the recipe's data.split, when a recipe is given
-    workspace: Path = Path(".tuneloop")  # the recipe's, else the default
+    workspace: Path = field(default_factory=default_workspace)  # the recipe's, else the default
 
     def read(self, path: Path) -> list:
         """Examples of `path` by these settings' format and CSV mapping: the one reading of a
@@ -115,7 +115,7 @@ def _settings(
         truncation=train_config.truncation,
         train_config=train_config,
         split=data.split if data else None,
-        workspace=loaded.workspace if loaded else Path(".tuneloop"),
+        workspace=loaded.workspace if loaded else default_workspace(),
     )
 
 
@@ -193,7 +193,9 @@ def data_lint(
     max_length: int | None = typer.Option(None, help="Token limit (default: recipe's, or 512)."),
     truncation: str | None = typer.Option(None, help="drop|truncate_left|truncate_right."),
     near_threshold: float = typer.Option(
-        0.8, help="Jaccard similarity for near-duplicates; 0 turns the search off."
+        default_factory=recipe_default("SplitConfig", "near_threshold"),
+        show_default="the recipe default",
+        help="Jaccard similarity for near-duplicates; 0 turns the search off.",
     ),
     fix: Path | None = typer.Option(None, "--fix", help="Write a cleaned copy here (and a log)."),
     show_all: bool = typer.Option(False, "--all", help="List every finding in the table."),
@@ -342,7 +344,9 @@ def data_split(
     heldout_fraction: float = typer.Option(0.2, min=0.01, max=0.99),
     seed: int = typer.Option(0),
     near_threshold: float = typer.Option(
-        0.8, help="Keep near-duplicate prompts (Jaccard >= this) on one side; 0: exact only."
+        default_factory=recipe_default("SplitConfig", "near_threshold"),
+        show_default="the recipe default",
+        help="Keep near-duplicate prompts (Jaccard >= this) on one side; 0: exact only.",
     ),
     format: str = typer.Option("auto", help=FORMAT_HELP),
     text_column: str | None = _CSV["text_column"],

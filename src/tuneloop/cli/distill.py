@@ -33,7 +33,8 @@ def generate(
 ) -> None:
     """Answer every prompt with the teacher; write the dataset and its provenance beside it."""
     quiet_libraries()
-    from tuneloop.train.teacher import generate_dataset, make_teacher, provenance_path
+    from tuneloop.files import provenance_path
+    from tuneloop.train.teacher import generate_dataset, make_teacher
 
     chosen = make_teacher(teacher, adapter, model, api_key_env, batch_size)
     result = generate_dataset(chosen, prompts, out, max_new_tokens, temperature, instruction)

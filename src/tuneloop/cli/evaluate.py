@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from tuneloop.cli.common import quiet_libraries, user_errors
+from tuneloop.cli.common import WORKSPACE, quiet_libraries, user_errors
 from tuneloop.errors import UserError
 
 app = typer.Typer()
@@ -32,7 +32,7 @@ def eval_(
         help="DPO runs: rank the held-out pairs by the tuned model's implicit reward even "
         "without the tuned rung (done whenever the tuned rung is evaluated).",
     ),
-    workspace: Path = typer.Option(Path(".tuneloop")),
+    workspace: Path = WORKSPACE,
     quiet: bool = typer.Option(False),
 ) -> None:
     """Evaluate rungs of the ladder and the tuned model on the run's held-out items."""
@@ -94,7 +94,7 @@ def compare(
     a: str = typer.Argument(..., help="RUN (its tuned rung), RUN:RUNG, or a results .jsonl."),
     b: str = typer.Argument(..., help="The same forms as A."),
     metric: str | None = typer.Option(None, help="Per-item metric (default: the task's)."),
-    workspace: Path = typer.Option(Path(".tuneloop")),
+    workspace: Path = WORKSPACE,
     confidence: float = typer.Option(0.95, min=0.5, max=0.999),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tuneloop.cli.common import quiet_libraries, user_errors
+from tuneloop.cli.common import WORKSPACE, quiet_libraries, user_errors
 
 app = typer.Typer()
 
@@ -24,7 +24,7 @@ def export_(
     probes: int | None = typer.Option(
         None, min=1, help="Check on the first N held-out prompts (default: all of them)."
     ),
-    workspace: Path = typer.Option(Path(".tuneloop")),
+    workspace: Path = WORKSPACE,
 ) -> None:
     """Export a run's adapter; every export is verified against the adapter model."""
     quiet_libraries()

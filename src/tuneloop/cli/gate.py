@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tuneloop.cli.common import quiet_libraries, user_errors
+from tuneloop.cli.common import WORKSPACE, quiet_libraries, user_errors
 
 app = typer.Typer()
 
@@ -15,7 +15,7 @@ app = typer.Typer()
 @user_errors
 def gate(
     run: str = typer.Argument(..., help="Run id or folder."),
-    workspace: Path = typer.Option(Path(".tuneloop")),
+    workspace: Path = WORKSPACE,
     fresh: bool = typer.Option(False, help="Re-evaluate everything instead of reusing results."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:

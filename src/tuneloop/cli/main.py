@@ -35,6 +35,59 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def setup(
+    ctx: typer.Context,
+    no_cache: bool = typer.Option(
+        False,
+        "--no-cache",
+        help="Generate every answer afresh: neither read nor write the cache of answers "
+        "($TUNELOOP_CACHE/generations, else ~/.cache/tuneloop/generations). "
+        "TUNELOOP_NO_CACHE=1 does the same.",
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Say how many torch threads were chosen, and why."
+    ),
+) -> None:
+    """Before any verb: torch threads for this machine (`generate.choose_threads`) unless
+    OMP_NUM_THREADS is set, and the cache of generated answers for this command."""
+    import os
+
+    from tuneloop.models import generate as gen
+
+    env_before = os.environ.get("OMP_NUM_THREADS")
+    restore_threads = None
+    if not env_before:
+        threads, why = gen.choose_threads(gen.usable_cores(), gen.load_average())
+        if "torch" in sys.modules:  # already imported (a test calling the CLI): set it directly
+            torch = sys.modules["torch"]
+            restore_threads = torch.get_num_threads()
+            torch.set_num_threads(threads)
+        else:  # read by torch's OpenMP runtime when it loads, and by child processes
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+        if verbose:
+            typer.echo(f"torch threads: {threads} ({why}; set OMP_NUM_THREADS to choose)", err=True)
+    elif verbose:
+        typer.echo(f"torch threads: OMP_NUM_THREADS={env_before}, as set", err=True)
+    off = no_cache or gen.cache_off_by_env()
+    cache_before = gen.use_cache(None if off else gen.GenerationCache(gen.default_cache_folder()))
+    if verbose:
+        where = "off" if off else str(gen.default_cache_folder())
+        typer.echo(f"generation cache: {where}", err=True)
+
+    def restore() -> None:
+        # The command is over; a test that calls the CLI in-process gets its state back.
+        gen.use_cache(cache_before)
+        if env_before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        elif not env_before:
+            os.environ["OMP_NUM_THREADS"] = env_before
+        if restore_threads is not None:
+            sys.modules["torch"].set_num_threads(restore_threads)
+
+    ctx.call_on_close(restore)
+
+
 @app.command()
 @user_errors
 def init(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from tuneloop.cli.common import user_errors
+from tuneloop.cli.common import WORKSPACE, user_errors
 
 app = typer.Typer()
 
@@ -21,7 +21,7 @@ def monitor(
     min_samples: int = typer.Option(20, min=1, help="Fewer live requests are never flagged."),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
     strict: bool = typer.Option(False, help="Exit 1 when drift is flagged."),
-    workspace: Path = typer.Option(Path(".tuneloop")),
+    workspace: Path = WORKSPACE,
 ) -> None:
     """Compare sampled live requests with the run's training data (length, words, answers)."""
     from tuneloop.errors import UserError

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import typer
 
-from tuneloop.cli.common import user_errors
+from tuneloop.cli.common import WORKSPACE, user_errors
 
 app = typer.Typer()
 review_app = typer.Typer(help="Blind human review: export pairs, import ratings.",
                          no_args_is_help=True)  # fmt: skip
-WORKSPACE = typer.Option(Path(".tuneloop"))
 BELOW = typer.Option(
     0.5,
     min=0.0,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tuneloop.cli.common import user_errors
+from tuneloop.cli.common import WORKSPACE, user_errors
 from tuneloop.cli.refine import BELOW
 
 app = typer.Typer()
@@ -17,7 +17,7 @@ app = typer.Typer()
 def report(
     run: str = typer.Argument(..., help="Run id or folder."),
     below: float = BELOW,
-    workspace: Path = typer.Option(Path(".tuneloop")),
+    workspace: Path = WORKSPACE,
 ) -> None:
     """Write <run>/report.html: data audit, loss, rungs vs tuned, slices, probes, gate,
     preferences, failures."""

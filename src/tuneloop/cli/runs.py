@@ -6,12 +6,10 @@ from pathlib import Path
 
 import typer
 
-from tuneloop.cli.common import user_errors
+from tuneloop.cli.common import WORKSPACE, user_errors
 from tuneloop.errors import UserError
 
 app = typer.Typer(help="Runs and their lineage: list, show, diff.", no_args_is_help=True)
-
-WORKSPACE = typer.Option(Path(".tuneloop"), help="Workspace folder holding registry.db.")
 
 
 def _registry(workspace: Path):

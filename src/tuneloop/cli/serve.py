@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tuneloop.cli.common import quiet_libraries, user_errors
+from tuneloop.cli.common import WORKSPACE, quiet_libraries, user_errors
 from tuneloop.serve.options import ServeOptions
 
 app = typer.Typer()
@@ -37,11 +37,11 @@ def serve(
     max_prompt_tokens: int = typer.Option(D.max_prompt_tokens, min=1),
     max_body_bytes: int = typer.Option(D.max_body_bytes, min=1),
     precision: str = typer.Option(D.precision, help="auto, bf16 or fp32 (as in training)."),
-    log: Path = typer.Option(
-        Path(".tuneloop/serve/requests.jsonl"), help="Sampled log of requests and answers."
+    log: Path | None = typer.Option(
+        None, help="Sampled log of requests and answers (default: WORKSPACE/serve/requests.jsonl)."
     ),
     log_sample: float = typer.Option(0.1, min=0.0, max=1.0, help="Share of requests logged."),
-    workspace: Path = typer.Option(Path(".tuneloop")),
+    workspace: Path = WORKSPACE,
 ) -> None:
     """Serve adapters over one base model: /v1/chat/completions, /v1/completions, /metrics."""
     quiet_libraries()
@@ -64,6 +64,7 @@ def serve(
         precision=precision,
     )
     engine = Engine.load(model, specs, options)
+    log = log or workspace / "serve" / "requests.jsonl"
     request_log = RequestLog(log, rate=log_sample) if log_sample > 0 else None
     typer.echo(f"base model: {engine.base_name} ({engine.precision})")
     for spec in specs:

@@ -28,6 +28,7 @@ def train(
     full fine-tuning)."""
     quiet_libraries()
     from tuneloop.config import load_recipe
+    from tuneloop.evaluate.license import check_license, license_line
     from tuneloop.train.session import train as run_training
     from tuneloop.workspace import Run, find_run, latest_run
 
@@ -45,6 +46,11 @@ def train(
         loaded = load_recipe(resume_run.recipe_path)
     else:
         loaded = load_recipe(recipe or Path("tuneloop.yaml"), parse_sets(set_))
+    # Before any weights load: refuse a restrictive license the recipe does not acknowledge.
+    model = loaded.model
+    lic = check_license(model.name, model.license_ack, model.trust_remote_code)
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(license_line(lic, model.license_ack))
     result = run_training(loaded, resume=resume_run, progress=not quiet, say=typer.echo)
     if int(os.environ.get("RANK", "0")) != 0:  # a multi-process run reports once
         return

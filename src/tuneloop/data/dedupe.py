@@ -31,9 +31,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from tuneloop.data.findings import DEFAULT_NEAR_THRESHOLD
 from tuneloop.data.records import Example
 
-DEFAULT_THRESHOLD = 0.8
 NUM_PERM = 64  # enough to find candidates; similarity is then computed exactly
 SHINGLE = 5  # characters
 MAX_CHARS = 4000  # long prompts are compared on their first characters: cost stays per example
@@ -155,7 +155,9 @@ def _signature_stream(texts: list[str]):
 
 @_no_gc_pauses()
 def find_near_duplicates(
-    train: list[Example], heldout: list[Example] | None = None, threshold: float = DEFAULT_THRESHOLD
+    train: list[Example],
+    heldout: list[Example] | None = None,
+    threshold: float = DEFAULT_NEAR_THRESHOLD,
 ) -> NearDuplicates:
     """Near-duplicate pairs inside `train` and between `heldout` and `train`.
 
@@ -183,7 +185,7 @@ def find_near_duplicates(
 
 @_no_gc_pauses()
 def near_duplicate_groups(
-    examples: list[Example], threshold: float = DEFAULT_THRESHOLD
+    examples: list[Example], threshold: float = DEFAULT_NEAR_THRESHOLD
 ) -> list[tuple[int, int]]:
     """Edges (i, j) joining every example to each earlier near-duplicate that is not yet in
     its group: union them and near-twins form connected groups (for a split that keeps
@@ -250,5 +252,5 @@ def _check_threshold(threshold: float) -> None:
         raise UserError(
             f"near-duplicate threshold must be in (0, 1], got {threshold}",
             "--near-threshold",
-            f"use a Jaccard similarity such as {DEFAULT_THRESHOLD}",
+            f"use a Jaccard similarity such as {DEFAULT_NEAR_THRESHOLD}",
         )

@@ -10,12 +10,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from tuneloop.config import TrainConfig
+from tuneloop.config import SplitConfig, TrainConfig
 from tuneloop.data.records import Example
 
 Severity = Literal["error", "warning"]
 
-DEFAULT_NEAR_THRESHOLD = 0.8  # Jaccard similarity of character 5-grams (see data/dedupe.py)
+# Jaccard similarity of character 5-grams (see data/dedupe.py): the recipe's default.
+DEFAULT_NEAR_THRESHOLD: float = SplitConfig.model_fields["near_threshold"].default
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Checks on a dataset that reading alone cannot make: duplicates, leakage, size, balance,
-system prompts, personal data, suspicious characters and token lengths.
+volatile facts, system prompts, personal data, suspicious characters and token lengths.
 
 Each check is a pure function `(train, heldout, options) -> list[Finding]` listed in `CHECKS`;
 adding a check is adding one function to that list. Nothing here prints or reads files
@@ -17,6 +17,7 @@ adding a check is adding one function to that list. Nothing here prints or reads
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from tuneloop.data.dedupe import find_near_duplicates
@@ -51,6 +52,8 @@ FEW_EXAMPLES = 100  # below this, fine-tuning rarely beats few-shot prompting
 SOME_EXAMPLES = 500
 IMBALANCE_RATIO = 10  # largest class / smallest class
 SMALLEST_CLASS = 5
+VOLATILE_SHARE = 0.05  # share of training answers stating volatile facts that is a red flag
+VOLATILE_MIN = 3  # ... and never for fewer answers than this
 
 
 def lint_examples(
@@ -219,6 +222,98 @@ def _unseen_labels(
     ]
 
 
+_MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+          r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")  # fmt: skip
+_YEAR = r"(?:19|20)\d{2}"
+# What goes stale once trained into weights, by kind. A bare year ("founded in 1998") is left
+# out: it is mostly history, which does not change.
+VOLATILE = {
+    "date": re.compile(
+        rf"\b{_YEAR}-\d{{1,2}}-\d{{1,2}}\b|\b\d{{1,2}}[/.]\d{{1,2}}[/.]{_YEAR}\b"
+        rf"|\b{_MONTH}\.?\s+(?:\d{{1,2}}(?:st|nd|rd|th)?,?\s+)?{_YEAR}\b"
+        rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH}\.?,?\s+{_YEAR}\b",
+        re.IGNORECASE,
+    ),
+    "price": re.compile(
+        r"[$€£¥]\s?\d[\d,]*(?:\.\d+)?|\b(?:usd|eur|gbp|jpy)\s?\d[\d,]*(?:\.\d+)?"
+        r"|\b\d[\d,]*(?:\.\d+)?\s?(?:usd|eur|gbp|jpy|dollars?|euros?|cents?)\b",
+        re.IGNORECASE,
+    ),
+    "version": re.compile(
+        r"\bv\d+(?:\.\d+)+\b|\bversion\s+\d+(?:\.\d+)*\b|\b\d+\.\d+\.\d+\b", re.IGNORECASE
+    ),
+    "recency": re.compile(
+        r"\b(?:latest|newest|most recent|as of|currently|at the moment|right now|nowadays"
+        r"|to date)\b"
+        r"|\bcurrent\s+(?:price|version|release|rate|ceo|president|leader|champion|record"
+        r"|model|value|population|holder)s?\b",
+        re.IGNORECASE,
+    ),
+    "stock": re.compile(
+        r"\b(?:stock|share)\s+price|\bmarket\s+cap(?:italization)?\b|\btrading\s+at\b"
+        r"|\b(?:nasdaq|nyse|dow jones|s&p 500|ftse 100)\b",
+        re.IGNORECASE,
+    ),
+}
+
+
+def find_volatile(answer: str, prompt: str = "") -> list[tuple[str, str]]:
+    """(kind, text) of each fact in `answer` that goes stale, unless `prompt` states it too
+    (an answer that copies a date or a price from its input teaches reading, not the fact).
+
+    >>> find_volatile("The Pro plan costs $19.99 a month as of March 2024.")
+    [('date', 'March 2024'), ('price', '$19.99'), ('recency', 'as of')]
+    >>> find_volatile("Your order of 2 items ships on 2024-05-02.", "ordered 2024-05-02")
+    []
+    >>> find_volatile("refund_request"), find_volatile("You have 2 items in your cart.")
+    ([], [])
+    """
+    seen = " ".join(prompt.casefold().split())
+    return [
+        (kind, m.group())
+        for kind, pattern in VOLATILE.items()
+        for m in pattern.finditer(answer)
+        if " ".join(m.group().casefold().split()) not in seen
+    ]
+
+
+def _volatile_facts(
+    train: list[Example], heldout: list[Example], options: LintOptions
+) -> list[Finding]:
+    """Training answers that state dates, prices, versions, stock figures or "latest",
+    "current(ly)", "as of": facts that are wrong soon after they are baked into weights.
+
+    Rule: a training answer counts when it states such a fact that its prompt does not (see
+    `find_volatile`); one warning when at least `VOLATILE_MIN` answers and `VOLATILE_SHARE`
+    (5%) of all training answers count. Held-out answers train nothing and are not counted.
+    """
+    hits = [(ex, found) for ex in train
+            if (found := find_volatile(ex.reference, _prompt_text(ex)))]  # fmt: skip
+    share = len(hits) / len(train) if train else 0.0
+    if len(hits) < VOLATILE_MIN or share < VOLATILE_SHARE:
+        return []
+    kinds = Counter(kind for _, found in hits for kind in dict.fromkeys(k for k, _ in found))
+    examples = ", ".join(f"{ex.source} ({shorten(found[0][1], 24)})" for ex, found in hits[:3])
+    by_kind = ", ".join(f"{kind} {n}" for kind, n in kinds.most_common())
+    return [
+        Finding(
+            "volatile-facts",
+            "warning",
+            hits[0][0].source,
+            f"{len(hits)} of {len(train)} training answers ({share:.0%}) state facts that go "
+            f"stale once trained into the weights ({by_kind}), e.g. {examples}",
+            fix="keep such facts in retrieval, not in the weights: look them up at answer time "
+            "and put them in the prompt (the retrieval rung), and train on answers that use "
+            "the facts the prompt gives",
+            related=hits[1][0].source,
+        )
+    ]
+
+
+def _prompt_text(ex: Example) -> str:
+    return "\n".join(m["content"] for m in ex.prompt_messages)
+
+
 CHECKS: list[Check] = [
     _duplicates,
     _leakage,
@@ -226,6 +321,7 @@ CHECKS: list[Check] = [
     _too_few,
     _imbalance,
     _unseen_labels,
+    _volatile_facts,
     check_system_prompts,
     check_pii,
     check_encoding,

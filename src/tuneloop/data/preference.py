@@ -37,6 +37,7 @@ from pathlib import Path
 from tuneloop.data.formats import _json_array, _jsonl, _read_text
 from tuneloop.data.lint import Finding
 from tuneloop.data.records import Example, normalize_text
+from tuneloop.data.templates import with_instruction
 from tuneloop.errors import DataError
 from tuneloop.files import write_text
 
@@ -79,15 +80,15 @@ class PreferencePair:
         return out
 
 
-def with_instruction(pair: PreferencePair, instruction: str | None) -> PreferencePair:
-    """Lead both sides' prompt with the task instruction as a system message when the pair has
-    none (as `templates.with_instruction` does for an example)."""
-    if not instruction or pair.prompt[0]["role"] == "system":
+def pair_with_instruction(pair: PreferencePair, instruction: str | None) -> PreferencePair:
+    """The pair with `templates.with_instruction` applied to both sides' prompts."""
+    prompt = with_instruction(pair.prompt, instruction)
+    rejected = pair.rejected_prompt
+    rejected_prompt = None if rejected is None else with_instruction(rejected, instruction)
+    if prompt is pair.prompt and rejected_prompt is rejected:
         return pair
-    system = [{"role": "system", "content": instruction}]
-    rejected_prompt = None if pair.rejected_prompt is None else system + pair.rejected_prompt
-    return PreferencePair(system + pair.prompt, pair.chosen, pair.rejected, pair.meta,
-                          pair.source, rejected_prompt)  # fmt: skip
+    return PreferencePair(prompt, pair.chosen, pair.rejected, pair.meta, pair.source,
+                          rejected_prompt)  # fmt: skip
 
 
 def looks_like_preferences(path: str | Path) -> bool:

@@ -15,11 +15,10 @@ from typing import Literal, TypeVar
 
 from tuneloop.config import DataConfig, Recipe
 from tuneloop.data.formats import CsvColumns, read_examples
-from tuneloop.data.preference import PreferencePair, read_preferences
-from tuneloop.data.preference import with_instruction as pair_with_instruction
+from tuneloop.data.preference import PreferencePair, pair_with_instruction, read_preferences
 from tuneloop.data.records import Example
 from tuneloop.data.split import check_no_leakage, split_examples
-from tuneloop.data.templates import with_instruction
+from tuneloop.data.templates import example_with_instruction
 from tuneloop.errors import DataError, UserError
 from tuneloop.files import sha256_file
 
@@ -61,8 +60,8 @@ def load_datasets(recipe: Recipe) -> Datasets:
     train, heldout, split_made = read_or_split(recipe.data, partial(read_data_file, recipe), split)
     check_no_leakage(train, heldout)
     instruction = recipe.task.instruction
-    train = [with_instruction(ex, instruction) for ex in train]
-    heldout = [with_instruction(ex, instruction) for ex in heldout]
+    train = [example_with_instruction(ex, instruction) for ex in train]
+    heldout = [example_with_instruction(ex, instruction) for ex in heldout]
     info = data_info(recipe.data, len(train), len(heldout), split_made)
     return Datasets(train, heldout, split_made, info)
 
@@ -123,7 +122,7 @@ def run_examples(recipe: Recipe, saved: Path, side: Side) -> list[Example]:
         if path.exists()
         else read_data_file(recipe, _recipe_file(recipe, side))
     )
-    return [with_instruction(ex, recipe.task.instruction) for ex in examples]
+    return [example_with_instruction(ex, recipe.task.instruction) for ex in examples]
 
 
 def run_pairs(recipe: Recipe, saved: Path, side: Side) -> list[PreferencePair]:

@@ -19,7 +19,7 @@ from collections import Counter
 
 from tuneloop.data.findings import Finding, LintOptions, shorten
 from tuneloop.data.records import Example, normalize_text
-from tuneloop.data.templates import with_instruction
+from tuneloop.data.templates import example_with_instruction
 
 MAX_VARIANTS = 10  # variants named one by one; the rest are counted in one finding
 
@@ -32,7 +32,7 @@ def system_prompt(example: Example) -> str | None:
 def check_system_prompts(
     train: list[Example], heldout: list[Example], options: LintOptions
 ) -> list[Finding]:
-    examples = [with_instruction(ex, options.instruction) for ex in [*train, *heldout]]
+    examples = [example_with_instruction(ex, options.instruction) for ex in [*train, *heldout]]
     n_train = len(train)
     prompts = [system_prompt(ex) for ex in examples]
     counts = Counter(prompts)

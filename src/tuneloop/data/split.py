@@ -7,8 +7,9 @@
 The split is deterministic given the seed, stratified by label, and made of whole *groups*:
 examples that are exact duplicates, or that share a prompt (the same question with two
 answers), always land on the same side, so the split itself cannot leak. With
-`near_threshold` (the CLI's default 0.8), near-duplicate prompts found by MinHash/LSH
-(`data/dedupe.py`) join the same group too, so near-twins cannot straddle the split either.
+`near_threshold` (the recipe's `data.split.near_threshold`), near-duplicate prompts found by
+MinHash/LSH (`data/dedupe.py`) join the same group too, so near-twins cannot straddle the split
+either.
 `write_split` stores both sides with a manifest of hashes, and `load_split` refuses files
 edited after the fact:
 

@@ -61,11 +61,26 @@ class TruncationReport:
         )
 
 
-def with_instruction(example: Example, instruction: str | None) -> Example:
-    """Prepend the task instruction as a system message when the example has none."""
-    if not instruction or example.messages[0]["role"] == "system":
+def with_instruction(
+    messages: list[dict[str, str]], instruction: str | None
+) -> list[dict[str, str]]:
+    """The task instruction (`task.instruction`) as the system message of a chat that has none;
+    a chat with its own system message keeps it. The one rule that training, evaluation,
+    distillation, serving and export apply, so a model is asked as it was trained.
+
+        >>> with_instruction([{"role": "user", "content": "I lost my card"}], "Classify.")
+        [{'role': 'system', 'content': 'Classify.'}, {'role': 'user', 'content': 'I lost my card'}]
+    """
+    if not instruction or (messages and messages[0]["role"] == "system"):
+        return messages
+    return [{"role": "system", "content": instruction}, *messages]
+
+
+def example_with_instruction(example: Example, instruction: str | None) -> Example:
+    """The example with `with_instruction` applied to its chat."""
+    messages = with_instruction(example.messages, instruction)
+    if messages is example.messages:
         return example
-    messages = [{"role": "system", "content": instruction}, *example.messages]
     return Example(messages=messages, meta=example.meta, source=example.source)
 
 

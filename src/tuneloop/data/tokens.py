@@ -21,8 +21,8 @@ from tuneloop.data.templates import (
     TokenizedExample,
     TruncationReport,
     apply_truncation,
+    example_with_instruction,
     tokenize_example,
-    with_instruction,
 )
 
 FIX_LENGTH = "raise train.max_length (--max-length), shorten the example, or drop it"
@@ -45,7 +45,9 @@ def measure(
 ) -> Lengths:
     """Tokenize as training would (the task instruction as default system prompt) and apply
     the truncation policy, without changing anything."""
-    items = [tokenize_example(tokenizer, with_instruction(ex, instruction)) for ex in examples]
+    items = [
+        tokenize_example(tokenizer, example_with_instruction(ex, instruction)) for ex in examples
+    ]
     _, report = apply_truncation(items, max_length, policy)
     return Lengths(items, report)
 

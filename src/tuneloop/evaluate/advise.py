@@ -195,7 +195,9 @@ def advise(recipe: Recipe, progress: bool = True, measure_steps: int = 3) -> Adv
         rungs[rung] = result.summary
     estimate = None
     if measure_steps > 0:
-        estimate = measure_training(model, tokenizer, data.train, recipe, measure_steps, device)
+        estimate = measure_training(
+            model, tokenizer, data.train, recipe, measure_steps, device, source
+        )
     verdict, reasons = recommend(rungs, metric, recipe.task.target, findings, len(data.train))
     best = max(rungs, key=lambda r: rungs[r][metric])
     gate, ev = recipe.gate, recipe.eval
@@ -262,16 +264,17 @@ def format_advice(a: Advice) -> str:
         lines += [
             "",
             f"training cost on this hardware ({e['device']}, {e['precision']}, measured "
-            f"over {e['measured_steps']} LoRA steps of batch {e['batch_size']}):",
+            f"over {e['measured_steps']} {e['method_measured']} steps of batch "
+            f"{e['batch_size']}):",
             f"  {e['seconds_per_micro_batch']:.2f} s per batch, {e['tokens_per_s']:.0f} "
             f"tokens/s; {e['optimizer_steps']} steps planned -> about "
             f"{e['estimated_seconds'] / 60:.1f} min; peak memory "
             f"{_gib(e['peak_memory_bytes'])} ({e['peak_memory_scope']})",
         ]
-        if e["method_planned"] != "lora":
+        if e["method_measured"] != e["method_planned"]:
             lines.append(
-                f"  the recipe trains with method `{e['method_planned']}`: these LoRA "
-                "steps only approximate its cost (`tuneloop train` prints its own estimate)"
+                f"  the recipe trains with method `{e['method_planned']}`, not measured here: "
+                f"{e.get('method_note') or 'another method was measured'}"
             )
     flag = "RESTRICTIVE: " if a.license.restrictive else ""
     lines += ["", f"license: {a.license.license} ({a.license.source}); {flag}{a.license.note}"]

@@ -5,6 +5,12 @@ Apache-2.0), the `license:` field of a model card's front matter (README.md in a
 folder), the first line of a LICENSE file. Nothing found is reported as unknown, and unknown is
 flagged: shipping a model whose terms nobody read is a risk of its own.
 
+`tuneloop train` (and `quickstart`) print the license before anything loads, and refuse a
+restrictive one (non-commercial, research-only, custom terms...) unless the recipe names it in
+`model.license_ack`: naming the license, not a yes/no, makes a changed license stop training
+again. A model with no license found is trained with a warning, not refused: nothing says what
+to acknowledge.
+
     >>> classify("apache-2.0")
     (False, 'permissive')
     >>> classify("llama3.1")[0], classify("cc-by-nc-4.0")[0]
@@ -17,6 +23,8 @@ import importlib.metadata
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from tuneloop.errors import UserError
 
 PERMISSIVE = {
     "apache-2.0",
@@ -110,3 +118,46 @@ def model_license(name: str, folder: Path | None = None) -> LicenseInfo:
         )
     restrictive, why = classify(found[0])
     return LicenseInfo(found[0], found[1], restrictive, why)
+
+
+def recipe_license(name: str, trust_remote_code: bool = False) -> LicenseInfo:
+    """The license of a recipe's `model.name`, read without loading (or converting) weights."""
+    from tuneloop.models.load import EMBEDDED, resolve
+
+    folder = None  # the embedded model's license is in its package; a .gguf has no card beside
+    if name not in EMBEDDED and Path(name).suffix != ".gguf":
+        folder = resolve(name, trust_remote_code).path  # a folder, or the hub cache: no weights
+    return model_license(name, folder)
+
+
+def check_license(name: str, ack: str | None, trust_remote_code: bool = False) -> LicenseInfo:
+    """The license of model `name`; a `UserError` when it is restrictive and `ack` (the recipe's
+    `model.license_ack`) does not name it. Runs before any weights load."""
+    info = recipe_license(name, trust_remote_code)
+    if not info.restrictive or info.license == "unknown":
+        return info
+    if ack is not None and ack.strip().casefold() == info.license.strip().casefold():
+        return info
+    found = f"the model's license is `{info.license}` ({info.source}): {info.note}"
+    what = (
+        f"model.license_ack names `{ack}`, but {found}"
+        if ack is not None
+        else f"{found}; training on it needs the recipe to acknowledge that license"
+    )
+    raise UserError(
+        what,
+        "model.license_ack",
+        f"read the license terms; if your use is allowed, set `model.license_ack: "
+        f'"{info.license}"` in the recipe (it must name the license, so a changed license '
+        "stops training again), or choose a model with a permissive license",
+    )
+
+
+def license_line(info: LicenseInfo, ack: str | None = None) -> str:
+    """One line for the start of training: the license, where it was read, what it means."""
+    line = f"license: {info.license} ({info.source}); "
+    if not info.restrictive:
+        return line + info.note
+    if info.license == "unknown":
+        return line + f"WARNING: {info.note}"
+    return line + f"RESTRICTIVE: {info.note}; acknowledged in model.license_ack"

@@ -9,6 +9,11 @@ Per-item functions (`exact_match`, `json_validity`, `json_exact`) return one flo
     0.5
 
 `label_scores` summarises a classification task (accuracy, per-label recall, macro-F1).
+
+For JSON extraction, `json_field_f1` scores each answer by F1 over the values of every key path,
+nested ones included (`slots.city`; a list is a set), and `json_field_scores` gives precision,
+recall and F1 per key path with their micro and macro means, so a model better on the slots
+and worse on the intent shows both instead of a tie on whole values (`json_field_accuracy`).
 """
 
 from __future__ import annotations
@@ -285,3 +290,190 @@ def json_field_accuracy(preds: Sequence[str], refs: Sequence[str]) -> list[float
         same = sum(k in pred and _json_equal(pred[k], v) for k, v in ref.items())
         scores.append(same / len(ref))
     return scores
+
+
+# -- nested JSON fields: precision, recall and F1 per key path ---------------------------------
+
+
+def _canonical(value) -> str:
+    """A JSON value as text that compares as `_json_equal` does: key order ignored, 1 equals
+    1.0, true is not 1."""
+
+    def canon(v):
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            return v
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        if isinstance(v, dict):
+            return {k: canon(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [canon(x) for x in v]
+        return v
+
+    return json.dumps(canon(value), sort_keys=True, ensure_ascii=False)
+
+
+def json_leaves(value) -> dict[str, frozenset[str]]:
+    """The values of a JSON object by key path: objects are walked into (`slots.city`), a list
+    is the set of its elements (order and repeats do not matter; an element that is an object
+    is compared whole), `null` is no value.
+
+        >>> leaves = json_leaves({"intent": "book", "slots": {"city": "Oslo", "extras":
+        ...                       ["gym", "spa", "gym"], "date": None}})
+        >>> {path: sorted(values) for path, values in leaves.items()}
+        {'intent': ['"book"'], 'slots.city': ['"Oslo"'], 'slots.extras': ['"gym"', '"spa"'], \
+'slots.date': []}
+
+    A key that holds a dot is not told apart from a nested key (`{"a.b": 1}` and
+    `{"a": {"b": 1}}` give the same path).
+    """
+    out: dict[str, frozenset[str]] = {}
+
+    def walk(v, path: str) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, f"{path}.{k}" if path else str(k))
+        elif isinstance(v, list):
+            out[path] = frozenset(_canonical(x) for x in v)
+        elif v is None:
+            out[path] = frozenset()
+        else:
+            out[path] = frozenset([_canonical(v)])
+
+    walk(value, "")
+    return out
+
+
+def _reference_object(ref: str, i: int) -> dict:
+    value = _parse_container(ref)
+    if not isinstance(value, dict):
+        raise ValueError(f"reference {i} is not a JSON object: {ref[:80]!r}")
+    return value
+
+
+def json_field_counts(pred: str, ref: dict) -> dict[str, tuple[int, int, int]]:
+    """(true positives, false positives, false negatives) per key path of one answer against
+    its parsed reference object. A path's values are sets (`json_leaves`): a right value is a
+    true positive, a value the reference lacks a false positive, a reference value the answer
+    lacks a false negative. An answer that is not a JSON object misses every reference value.
+    Paths with no value on either side are left out.
+
+        >>> json_field_counts('{"intent": "cancel", "slots": {"city": "Oslo", "n": 2}}',
+        ...                   {"intent": "book", "slots": {"city": "Oslo", "date": "5 May"}})
+        {'intent': (0, 1, 1), 'slots.city': (1, 0, 0), 'slots.date': (0, 0, 1), \
+'slots.n': (0, 1, 0)}
+    """
+    parsed = _parse_container(pred)
+    want = json_leaves(ref)
+    got = json_leaves(parsed) if isinstance(parsed, dict) else {}
+    counts = {}
+    for path in sorted(want.keys() | got.keys()):
+        r, p = want.get(path, frozenset()), got.get(path, frozenset())
+        tp, fp, fn = len(r & p), len(p - r), len(r - p)
+        if tp + fp + fn:
+            counts[path] = (tp, fp, fn)
+    return counts
+
+
+def _f1(tp: int, fp: int, fn: int) -> float:
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+
+
+def json_field_f1(preds: Sequence[str], refs: Sequence[str]) -> list[float]:
+    """Per item, F1 over the values of every key path, nested ones included (`json_leaves`):
+    2·TP / (2·TP + FP + FN), pooled over the item's paths; 1.0 where neither side has a value.
+
+    Unlike `json_fields`, which gives credit only for a whole top-level value, one right slot
+    of two scores: the first answer below gets the intent and one of two cities right.
+
+        >>> refs = ['{"intent": "book", "slots": {"city": ["Oslo", "Rome"], "nights": 2}}'] * 3
+        >>> preds = ['{"intent": "book", "slots": {"city": ["Oslo"], "nights": 3}}',
+        ...          '{"slots": {"nights": 2.0, "city": ["Rome", "Oslo"]}, "intent": "book"}',
+        ...          'I cannot answer that.']
+        >>> [round(s, 4) for s in json_field_f1(preds, refs)]
+        [0.5714, 1.0, 0.0]
+
+    First answer: TP 2 (intent, Oslo), FP 1 (nights 3), FN 2 (Rome, nights 2): 4 / 7.
+    Every reference must be a JSON object (ValueError otherwise).
+    """
+    _check_lengths(preds, refs)
+    scores = []
+    for i, (p, r) in enumerate(zip(preds, refs, strict=True)):
+        counts = json_field_counts(p, _reference_object(r, i)).values()
+        scores.append(_f1(*(sum(c[k] for c in counts) for k in range(3))))
+    return scores
+
+
+def _prf(tp: int, fp: int, fn: int) -> dict:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def json_field_scores(preds: Sequence[str], refs: Sequence[str]) -> dict:
+    """Precision, recall and F1 per key path over all items, and their micro and macro means.
+
+    `fields[path]` holds `precision`, `recall`, `f1`, `support` (the reference values at that
+    path) and the counts. `micro` pools the counts of every path (a path the references never
+    have, a made-up key, adds false positives); `macro` averages the paths the references
+    have, so a rare slot weighs as much as the intent. A path never predicted has precision 0.
+
+        >>> s = json_field_scores(['{"intent": "book", "slots": {"city": "Oslo"}}',
+        ...                        '{"intent": "book", "slots": {"city": "Rome", "x": 1}}'],
+        ...                       ['{"intent": "book", "slots": {"city": "Oslo"}}',
+        ...                        '{"intent": "cancel", "slots": {"city": "Rome"}}'])
+        >>> s["fields"]["intent"]
+        {'precision': 0.5, 'recall': 0.5, 'f1': 0.5, 'support': 2, 'tp': 1, 'fp': 1, 'fn': 1}
+        >>> s["fields"]["slots.city"]["f1"], s["fields"]["slots.x"]["support"]
+        (1.0, 0)
+        >>> {k: round(v, 4) for k, v in s["micro"].items()}
+        {'precision': 0.6, 'recall': 0.75, 'f1': 0.6667}
+        >>> s["macro"]
+        {'precision': 0.75, 'recall': 0.75, 'f1': 0.75}
+    """
+    _check_lengths(preds, refs)
+    totals: dict[str, list[int]] = {}
+    for i, (p, r) in enumerate(zip(preds, refs, strict=True)):
+        for path, counts in json_field_counts(p, _reference_object(r, i)).items():
+            t = totals.setdefault(path, [0, 0, 0])
+            for k in range(3):
+                t[k] += counts[k]
+    fields = {
+        path: {**_prf(tp, fp, fn), "support": tp + fn, "tp": tp, "fp": fp, "fn": fn}
+        for path, (tp, fp, fn) in sorted(totals.items())
+    }
+    pooled = [sum(t[k] for t in totals.values()) for k in range(3)]
+    scored = [f for f in fields.values() if f["support"]]
+    macro = {
+        name: sum(f[name] for f in scored) / len(scored) if scored else 0.0
+        for name in ("precision", "recall", "f1")
+    }
+    return {"fields": fields, "micro": _prf(*pooled), "macro": macro}
+
+
+def json_field_diff(pred: str, ref: str) -> list[tuple[str, str, str]]:
+    """The key paths where an answer differs from its reference, as (path, wanted, got), the
+    values written as JSON (`-` where a side has none). For the report's failures table.
+
+        >>> json_field_diff('{"intent": "book", "slots": {"city": "Rome", "n": 2}}',
+        ...                 '{"intent": "book", "slots": {"city": "Oslo"}}')
+        [('slots.city', '"Oslo"', '"Rome"'), ('slots.n', '-', '2')]
+    """
+    parsed = _parse_container(ref)
+    if not isinstance(parsed, dict):
+        return []
+    want = json_leaves(parsed)
+    answer = _parse_container(pred)
+    got = json_leaves(answer) if isinstance(answer, dict) else {}
+
+    def show(values: frozenset[str]) -> str:
+        if len(values) == 1:
+            return next(iter(values))
+        return f"[{', '.join(sorted(values))}]" if values else "-"
+
+    return [
+        (path, show(want.get(path, frozenset())), show(got.get(path, frozenset())))
+        for path in sorted(want.keys() | got.keys())
+        if want.get(path, frozenset()) != got.get(path, frozenset())
+    ]

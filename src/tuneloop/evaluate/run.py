@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +27,10 @@ from tuneloop.data.prepare import run_examples
 from tuneloop.data.records import Example
 from tuneloop.errors import UserError
 from tuneloop.evaluate import metrics, scoring
-from tuneloop.evaluate.generate import generate
 from tuneloop.evaluate.ladder import LADDER, rung_prompts, same_task
 from tuneloop.files import write_json, write_text
+from tuneloop.models import generate as gen
+from tuneloop.models.generate import generate
 from tuneloop.workspace import Run
 
 RUNGS = (*LADDER, "tuned")
@@ -107,19 +109,24 @@ def evaluate_rung(
         scoring.check_json_references([ex.reference for ex in examples],
                                       [ex.source for ex in examples])  # fmt: skip
     ev = recipe.eval
+    check_reference_slices(ev.slices, kind)
+    refs = [ex.reference for ex in examples]
+    budget = answer_budget(tokenizer, refs, ev.max_new_tokens)
     prompts = rung_prompts(rung, examples, train or [], ev.few_shot_k, ev.retrieval_k, ev.seed)
+    cache = gen.active_cache()
+    hits_before = cache.hits if cache else 0
     started = time.perf_counter()
     preds = generate(
         model,
         tokenizer,
         prompts,
-        max_new_tokens=ev.max_new_tokens,
+        max_new_tokens=budget["value"],
         batch_size=ev.batch_size,
         precision=precision,
         progress=progress,
     )
     seconds = time.perf_counter() - started
-    refs = [ex.reference for ex in examples]
+    hits = cache.hits - hits_before if cache else 0
     summary, scores = score(kind, preds, refs, recipe, [ex.source for ex in examples])
     if ev.judge is not None:
         from tuneloop.evaluate.judge import judge_scores
@@ -157,8 +164,60 @@ def evaluate_rung(
         **summary,
         "seconds": round(seconds, 2),
         "prompt_tokens_mean": _mean_prompt_tokens(tokenizer, prompts),
+        "max_new_tokens": budget,
+        "generation_cache": _cache_note(cache, hits, len(preds)),
     }
     return RungResult(rung, summary, items)
+
+
+def check_reference_slices(slices: list[str], kind: str) -> None:
+    """`ref:` slices read the reference answer as JSON: refuse them on another kind of task,
+    before anything is generated."""
+    asked = [s for s in slices if scoring.reference_path(s) is not None]
+    if asked and kind != "json":
+        raise UserError(
+            f"eval.slices {', '.join(asked)} read key paths of the reference answer, but this "
+            f"is a {kind} task whose answers are not JSON",
+            "eval.slices",
+            "slice by a metadata field instead (the item's `meta`), or set `task.kind: json` "
+            "if the answers are JSON",
+        )
+
+
+_warned_cuts: set[tuple] = set()
+
+
+def answer_budget(tokenizer, refs: list[str], configured: int | None) -> dict:
+    """`generate.new_token_budget` for these references; warns once (per setting and set of
+    references) when `eval.max_new_tokens` is shorter than some of them."""
+    lengths = [len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in refs]
+    budget = gen.new_token_budget(lengths, configured)
+    cut = budget["references_cut"]
+    key = (configured, cut, len(refs), budget["longest_reference"])
+    if cut and key not in _warned_cuts:
+        _warned_cuts.add(key)
+        where = "eval.max_new_tokens" if configured is not None else "the derived length"
+        warnings.warn(
+            f"{where} ({budget['value']} tokens) cuts {cut} of {len(refs)} reference answers "
+            f"({cut / len(refs):.0%}; the longest has {budget['longest_reference']} tokens): "
+            "those items cannot be answered in full. Raise eval.max_new_tokens, or leave it "
+            "out to derive it from the references",
+            UserWarning,
+            stacklevel=3,
+        )
+    return budget
+
+
+def _cache_note(cache, hits: int, n: int) -> dict:
+    """What the summary says about the generation cache for one rung."""
+    if cache is None:
+        why = (
+            f"off: {gen.NO_CACHE_ENV} is set"
+            if gen.cache_off_by_env()
+            else "off: no cache active (the command line turns it on; --no-cache turns it off)"
+        )
+        return {"used": False, "hits": 0, "generated": n, "why": why}
+    return {"used": True, "hits": hits, "generated": n - hits, "folder": str(cache.folder)}
 
 
 def evaluate_probes(

@@ -418,8 +418,8 @@ def answer_suites(
     """Ask every suite of `model`: one batched pass per answer length (suites of equal length
     share it), MMLU by likelihood. A summary and per-item rows per suite, in order. Refusals
     are classified by `judge` when it sets `refusals`, else by the regex detector."""
-    from tuneloop.evaluate.generate import generate
     from tuneloop.evaluate.judge import refusal_scores
+    from tuneloop.models.generate import generate
 
     answers: dict[str, list[str]] = {}
     seconds: dict[str, float] = {}

@@ -289,11 +289,11 @@ def _export_weights(
     from transformers import AutoTokenizer
 
     from tuneloop.data.templates import render_prompt
-    from tuneloop.evaluate.generate import generate, stop_token_ids
     from tuneloop.export import merge as merging
     from tuneloop.export.gguf import load_gguf, source_pre_tokenizer, write_gguf
     from tuneloop.export.portable import with_instruction_template
     from tuneloop.models.adapters import load_adapter
+    from tuneloop.models.generate import generate, stop_token_ids
     from tuneloop.models.load import load_model
 
     recipe = meta.get("recipe") or {}
@@ -440,7 +440,7 @@ def _probes(adapter: Path, recipe: dict, n: int | None) -> tuple[list[list[dict]
     """The run's held-out prompts with the task instruction (the first `n`; None: all), and
     where they came from; three generic chats when the run has none, and the reason."""
     from tuneloop.data.formats import read_examples
-    from tuneloop.data.templates import with_instruction
+    from tuneloop.data.templates import example_with_instruction, with_instruction
 
     candidates = [adapter.parent / "data" / "heldout.jsonl"]
     heldout = (recipe.get("data") or {}).get("heldout")
@@ -457,12 +457,12 @@ def _probes(adapter: Path, recipe: dict, n: int | None) -> tuple[list[list[dict]
         if examples:
             total = len(examples)
             examples = examples[:n] if n else examples
-            return [with_instruction(ex, instruction).prompt_messages for ex in examples], (
+            return [example_with_instruction(ex, instruction).prompt_messages for ex in examples], (
                 f"held-out prompts from {path}"
                 + (f" (the first {len(examples)} of {total})" if len(examples) < total else "")
             )
     why = "; ".join(unread) or "none of " + ", ".join(str(p) for p in candidates) + " exists"
-    generic = [with_instruction_messages(p, instruction) for p in DEFAULT_PROBES[: n or None]]
+    generic = [with_instruction(p, instruction) for p in DEFAULT_PROBES[: n or None]]
     return generic, (
         f"GENERIC prompts: this run has no held-out prompts to check with ({why}); the checks "
         "below say only that the export behaves like the adapter on these generic chats"
@@ -474,12 +474,6 @@ def _without_instruction(messages: list[dict], instruction: str | None) -> list[
     first = messages[0] if messages else {}
     if instruction and first.get("role") == "system" and first.get("content") == instruction:
         return messages[1:]
-    return messages
-
-
-def with_instruction_messages(messages: list[dict], instruction: str | None) -> list[dict]:
-    if instruction and messages[0]["role"] != "system":
-        return [{"role": "system", "content": instruction}, *messages]
     return messages
 
 

@@ -144,8 +144,7 @@ def teacher_provenance(run_path: Path, data_file: str | None, sha256: str) -> di
     """The provenance `tuneloop distill generate` wrote beside `data_file`, if any, as the
     registry links it: its path and hash, the teacher, the prompts, and whether the data file is
     still what the teacher wrote (`matches`; None for a provenance that did not record it)."""
-    from tuneloop.files import sha256_file
-    from tuneloop.train.teacher import provenance_path
+    from tuneloop.files import provenance_path, sha256_file
 
     if not data_file or not provenance_path(data_file).is_file():
         return None

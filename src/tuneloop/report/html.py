@@ -13,6 +13,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from tuneloop.evaluate import metrics
 from tuneloop.evaluate.metrics import normalize_answer
 from tuneloop.files import write_text
 from tuneloop.refine import DEFAULT_BELOW, failure_rule, recorded_metric
@@ -94,6 +95,61 @@ def preference_section(pref: dict) -> str:
         "<p>Reward accuracy: the share of held-out pairs whose chosen answer the tuned model "
         "ranks above the rejected one (50% is chance). Margin: chosen minus rejected, averaged "
         "over the pairs.</p>" + render.table(rows, ["", ""])
+    )
+
+
+def best_rung(rungs: dict[str, dict], metric: str) -> str | None:
+    """The untuned rung with the highest score on `metric` (the first such, on a tie)."""
+    scored = [(s[metric], name) for name, s in rungs.items()
+              if name != "tuned" and isinstance(s.get(metric), int | float)]  # fmt: skip
+    return max(scored, key=lambda x: x[0])[1] if scored else None
+
+
+def _field_diff(item: dict) -> str:
+    """The key paths where a JSON answer differs from its reference: `path: want -> got`."""
+    diff = metrics.json_field_diff(item["prediction"], item["reference"])
+    return "; ".join(f"{path}: {want} -> {got}" for path, want, got in diff) or "-"
+
+
+def failures_section(
+    rungs: dict[str, dict], items_by_rung: dict[str, list[dict]], metric: str, below: float,
+    where: Path,
+) -> str:  # fmt: skip
+    """The tuned model's failed items, worst first (lowest score on the task metric; file order
+    among equals), each beside the answer of the best untuned rung and, for a JSON task, the
+    key paths where the tuned answer differs from the reference."""
+    tuned_items = items_by_rung["tuned"]
+    rule = failure_rule(rungs.get("tuned"), tuned_items, below, str(where))
+    best = best_rung(rungs, metric)
+    best_by_source = {i["source"]: i for i in items_by_rung.get(best, [])} if best else {}
+    is_json = all(isinstance(metrics._parse_container(i["reference"]), dict) for i in tuned_items)
+    failed = sorted((i for i in tuned_items if rule.failed(i)), key=rule.score)
+    rows = []
+    for i in failed[:WORST_FAILURES]:
+        other = best_by_source.get(i["source"])
+        row = [i["prompt"][:300], i["reference"], i["prediction"], f"{rule.score(i):.2f}"]
+        if best:
+            shown = "-" if other is None else other["prediction"]
+            if other is not None and metric in other.get("scores", {}):
+                shown += f" ({other['scores'][metric]:.2f})"
+            row.append(shown)
+        if is_json:
+            row.append(_field_diff(i))
+        rows.append(row)
+    header = ["prompt", "reference", "tuned", f"tuned {rule.metric}"]
+    header += [f"best rung: {best} ({rule.metric})"] if best else []
+    header += ["fields that differ (want -> got)"] if is_json else []
+    beside = (
+        f", each beside the answer of {best}, the rung with the highest {metric} "
+        f"({rungs[best][metric]:.1%})"
+        if best
+        else ""
+    )
+    return (
+        f"<h2>Failures ({len(failed)} of {len(tuned_items)} held-out items: "
+        f"{html.escape(str(rule))})</h2><p>{html.escape(rule.explain())}; the worst "
+        f"{min(len(failed), WORST_FAILURES)} are shown, lowest score first"
+        f"{html.escape(beside)}.</p>" + render.table(rows, header)
     )
 
 
@@ -238,28 +294,7 @@ def build_report(run: Run, below: float = DEFAULT_BELOW) -> Path:
 
     # -- worst failures, by the rule `tuneloop failures` uses
     if tuned_items and metric:
-        rule = failure_rule(rungs.get("tuned"), tuned_items, below, str(run.eval_dir))
-        base = items_by_rung.get("zero-shot", [])
-        base_by_source = {i["source"]: i["prediction"] for i in base}
-        failed = sorted((i for i in tuned_items if rule.failed(i)), key=rule.score)
-        rows = [
-            [
-                i["prompt"][:300],
-                i["reference"],
-                i["prediction"],
-                f"{rule.score(i):.2f}",
-                base_by_source.get(i["source"], "-"),
-            ]
-            for i in failed[:WORST_FAILURES]
-        ]
-        sections.append(
-            f"<h2>Failures ({len(failed)} of {len(tuned_items)} held-out items: "
-            f"{html.escape(str(rule))})</h2><p>{html.escape(rule.explain())}; the worst "
-            f"{min(len(failed), WORST_FAILURES)} are shown.</p>"
-            + render.table(
-                rows, ["prompt", "reference", "tuned", f"tuned {rule.metric}", "zero-shot"]
-            )
-        )
+        sections.append(failures_section(rungs, items_by_rung, metric, below, run.eval_dir))
 
     page = PAGE.format(title=html.escape(f"tuneloop report: {run.id}"), body="\n".join(sections))
     target = run.path / "report.html"

@@ -7,7 +7,7 @@ import html
 from collections import defaultdict
 from typing import NamedTuple
 
-from tuneloop.evaluate.scoring import slice_value
+from tuneloop.evaluate.scoring import natural_key, slice_value
 from tuneloop.evaluate.stats import mean_ci
 from tuneloop.report import plots, render
 
@@ -73,7 +73,7 @@ def slice_scores(
             table[value][rung] = SliceScore(
                 float(score), low, high, int(entry.get("n", len(scores)))
             )
-    return {value: table[value] for value in sorted(table)}
+    return {value: table[value] for value in sorted(table, key=natural_key)}
 
 
 def slice_section(field: str, table: dict[str, dict[str, SliceScore]], metric: str) -> str:

@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from tuneloop.data.templates import render_prompt
-from tuneloop.evaluate.generate import stop_token_ids
+from tuneloop.data.templates import render_prompt, with_instruction
+from tuneloop.models.generate import stop_token_ids
+from tuneloop.models.precision import autocast, resolve_precision
 from tuneloop.serve.adapters import BASE, AdapterPool, AdapterSpec, same_model
 from tuneloop.serve.metrics import ServeMetrics
 from tuneloop.serve.options import ServeOptions
 from tuneloop.serve.protocol import RequestError
-from tuneloop.train.loop import autocast, resolve_precision
 
 
 @dataclass
@@ -266,8 +266,7 @@ class Engine:
         system message gets the run's task instruction, as in training and evaluation."""
         tokenizer = self._tokenizer(model)
         spec = self.specs.get(model)
-        if spec and spec.instruction and messages[0]["role"] != "system":
-            messages = [{"role": "system", "content": spec.instruction}, *messages]
+        messages = with_instruction(messages, spec.instruction if spec else None)
         try:
             text = render_prompt(tokenizer, messages)
         except Exception as exc:  # the template itself refuses (role order, ...)

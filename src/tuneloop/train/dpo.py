@@ -135,11 +135,32 @@ class DpoLoss:
 
 
 def make_loss(recipe: Recipe, model, source, device) -> DpoLoss:
-    """For full fine-tuning, freeze a copy of the model as it is now as the reference."""
+    """Dropout off (`train.dpo.dropout_off`); for full fine-tuning, freeze a copy of the model
+    as it is now as the reference."""
+    if recipe.train.dpo.dropout_off:
+        disable_dropout(model)
     reference = None
     if recipe.train.method == "full":
         reference = copy.deepcopy(model).eval().requires_grad_(False)
     return DpoLoss(recipe.train.dpo, reference)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Every dropout of `model` to 0, kept so by `model.train()`: the `nn.Dropout` layers
+    (LoRA's among them) and the attention dropout a layer applies only in training.
+
+    The loss is a difference of the policy's and the reference's log-probabilities of the same
+    answers. With dropout each forward drops different units (the reference of an adapter
+    method is the training model itself, adapters off, in train mode), so every implicit reward
+    carries noise that has nothing to do with the preference, and the loss of a batch changes
+    from one forward to the next. TRL turns dropout off in DPO for the same reason
+    (`disable_dropout_in_model`).
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
 
 
 # ------------------------------------------------------------------------------------------
@@ -212,8 +233,8 @@ def prepare(recipe: Recipe, tokenizer) -> ObjectiveData:
     """Read preference pairs, split off held-out pairs if needed, lint, tokenize."""
     from tuneloop.data.preference import (
         lint_pairs,
+        pair_with_instruction,
         read_preferences,
-        with_instruction,
         write_preferences,
     )
     from tuneloop.data.prepare import data_info, read_or_split
@@ -228,8 +249,8 @@ def prepare(recipe: Recipe, tokenizer) -> ObjectiveData:
             title=f"{len(errors)} preference pair(s) cannot be trained on",
         )
     instruction = recipe.task.instruction
-    train = [with_instruction(p, instruction) for p in train]
-    heldout = [with_instruction(p, instruction) for p in heldout]
+    train = [pair_with_instruction(p, instruction) for p in train]
+    heldout = [pair_with_instruction(p, instruction) for p in heldout]
     tok_train, truncation = tokenize_pairs(tokenizer, train, cfg.max_length, cfg.truncation)
     tok_heldout, _ = tokenize_pairs(tokenizer, heldout, cfg.max_length, cfg.truncation)
     if not tok_train:
@@ -295,7 +316,7 @@ def answer_logps(model, tokenizer, pairs: list[PreferencePair], batch_size: int 
                  precision: str = "fp32") -> torch.Tensor:  # fmt: skip
     """Summed log-probabilities of each pair's answers under `model`, (P, 2): column 0 the
     chosen answer, column 1 the rejected one. Every pair is scored whole (no truncation)."""
-    from tuneloop.train.loop import autocast
+    from tuneloop.models.precision import autocast
 
     device = next(model.parameters()).device
     tokenized, _ = tokenize_pairs(tokenizer, pairs, 10**9, "drop")

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import random
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +23,10 @@ from pathlib import Path
 
 import torch
 
+from tuneloop.models.precision import autocast
+
+# Re-exported: evaluate/run.py, estimate.py and advise.py still import it from here.
+from tuneloop.models.precision import resolve_precision as resolve_precision
 from tuneloop.train.checkpoint import (
     LoopState,
     checkpoint_at,
@@ -36,29 +39,6 @@ from tuneloop.train.distributed import Distributed
 
 # (model, batch) -> summed loss over the batch's `n` terms, and scalars to log.
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
-
-
-def cpu_supports_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(setting: str, device: torch.device) -> str:
-    """`auto` means bf16 autocast where the hardware has fast bf16, else fp32."""
-    if setting != "auto":
-        return setting
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_supports_bf16() else "fp32"
-
-
-def autocast(precision: str, device: torch.device):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class MicroBatches:
@@ -189,7 +169,6 @@ def run_loop(
     dist = dist or Distributed()
     step_module = step_module or LossModule(model, loss_fn)
     step_module.train()
-    kill_at = int(os.environ.get("TUNELOOP_KILL_AT_STEP", "0"))  # fault injection for tests
     bar = tqdm(
         total=cfg.total_steps,
         initial=state.step,
@@ -279,8 +258,6 @@ def run_loop(
         if checkpoint_due and cfg.checkpoints and dist.main:
             save_checkpoint(ckpt_dir, model, optimizer, scheduler, state, cfg.keep_checkpoints)
         dist.barrier()
-        if state.step == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
     if cfg.restore_best and state.best_step is not None and state.best_step != state.step:
         load_trainable(checkpoint_at(ckpt_dir, state.best_step), model)

@@ -33,7 +33,8 @@ from tuneloop.models.adapters import (
     store_frozen_in_bf16,
 )
 from tuneloop.models.load import load_tokenizer, resolve, weights_hash
-from tuneloop.train import distributed
+from tuneloop.models.precision import resolve_precision
+from tuneloop.train import distill, distributed, dpo, sft
 from tuneloop.train.checkpoint import LoopState
 from tuneloop.train.forward import (
     check_packing_isolates,
@@ -46,7 +47,6 @@ from tuneloop.train.loop import (
     MetricsLog,
     MicroBatches,
     evaluate_loss,
-    resolve_precision,
     resume_state,
     run_loop,
 )
@@ -55,11 +55,9 @@ from tuneloop.train.objective import ObjectiveData
 from tuneloop.train.schedule import make_scheduler
 from tuneloop.workspace import Run, new_run
 
-
-def objective_module(name: str):
-    from tuneloop.train import distill, dpo, sft
-
-    return {"sft": sft, "dpo": dpo, "distill": distill}[name]
+# Each objective's `prepare` and `make_loss` (`train/objective.py`); they never import this
+# module, so imports run one way: session -> objectives -> loop, forward, batching.
+OBJECTIVES = {"sft": sft, "dpo": dpo, "distill": distill}
 
 
 def prepare(recipe: Recipe):
@@ -76,7 +74,7 @@ def prepare(recipe: Recipe):
     source = resolve(recipe.model.name, recipe.model.trust_remote_code)
     tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
     check_method(skeleton(source, recipe.model.trust_remote_code), cfg)
-    data = objective_module(cfg.objective).prepare(recipe, tokenizer)
+    data = OBJECTIVES[cfg.objective].prepare(recipe, tokenizer)
     return source, tokenizer, data
 
 
@@ -136,7 +134,7 @@ def train(
         data.collate = _without_shared_prefix(data.collate)
     if precision == "bf16":
         store_frozen_in_bf16(model, cfg.method)
-    loss_fn = objective_module(cfg.objective).make_loss(recipe, model, source, device)
+    loss_fn = OBJECTIVES[cfg.objective].make_loss(recipe, model, source, device)
 
     # Everything that can fail on the user's input has run: only now does a run folder appear.
     run = _open_run(recipe, resume, data, dist)

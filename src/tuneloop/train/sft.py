@@ -6,8 +6,7 @@ summed here and divided by the number of supervised targets of the whole optimiz
 loop. The chat template decides which tokens are the assistant's (`data/templates.py`); the
 shared forward (`train/forward.py`) runs the LM head only at those positions.
 
-The session that drives every objective lives in `train/session.py`; `train` is re-exported
-here because "train an SFT recipe" is what most callers want.
+The session that drives every objective, this one included, is `train/session.py`.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from tuneloop.train.batching import collate, shared_prefix_length
 from tuneloop.train.forward import decoder_and_head, supervised_logits
 from tuneloop.train.objective import ObjectiveData
 
-__all__ = ["collate", "decoder_and_head", "make_loss", "prepare", "sft_loss", "train"]
+__all__ = ["collate", "decoder_and_head", "make_loss", "prepare", "sft_loss"]
 
 
 def sft_loss(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
@@ -77,10 +76,3 @@ def tokenize_heldout(tokenizer, examples, max_length: int, policy: str) -> list:
 
 def make_loss(recipe: Recipe, model, source, device):
     return sft_loss
-
-
-def train(recipe: Recipe, resume=None, progress: bool = True, say=None):
-    """Train any recipe (see `train/session.py`)."""
-    from tuneloop.train.session import train as run_session
-
-    return run_session(recipe, resume=resume, progress=progress, say=say)

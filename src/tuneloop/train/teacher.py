@@ -29,8 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tuneloop.data.templates import with_instruction
 from tuneloop.errors import DataError, UserError
-from tuneloop.files import sha256_file, write_json, write_text
+from tuneloop.files import provenance_path, sha256_file, write_json, write_text
 
 
 @dataclass
@@ -61,10 +62,8 @@ def read_prompts(path: str | Path, instruction: str | None = None) -> list[Promp
         prompts.append(_prompt(obj, path, n))
     if not prompts:
         raise DataError(path, 1, "no prompts: the file is empty", fix="add one prompt per line")
-    if instruction:
-        for p in prompts:
-            if p.messages[0]["role"] != "system":
-                p.messages.insert(0, {"role": "system", "content": instruction})
+    for p in prompts:
+        p.messages = with_instruction(p.messages, instruction)
     return prompts
 
 
@@ -92,7 +91,7 @@ def _prompt(obj: object, path: Path, line: int) -> Prompt:
 
 
 class LocalTeacher:
-    """A model on this machine, greedy decoding, batched (`evaluate/generate.py`)."""
+    """A model on this machine, greedy decoding, batched (`models/generate.py`)."""
 
     def __init__(self, name: str, adapter: str | Path | None = None,
                  trust_remote_code: bool = False, batch_size: int = 8):  # fmt: skip
@@ -114,10 +113,10 @@ class LocalTeacher:
     def answer(self, prompts: list[Prompt], max_new_tokens: int, temperature: float) -> list[str]:
         import torch
 
-        from tuneloop.evaluate.generate import generate
         from tuneloop.models.adapters import load_trained
+        from tuneloop.models.generate import generate
         from tuneloop.models.load import load
-        from tuneloop.train.loop import resolve_precision
+        from tuneloop.models.precision import resolve_precision
 
         if temperature > 0:
             raise UserError(
@@ -269,8 +268,3 @@ def generate_dataset(teacher, prompts_path: str | Path, out: str | Path, max_new
     provenance["output"]["sha256"] = sha256_file(out)
     write_json(provenance_path(out), provenance)
     return provenance
-
-
-def provenance_path(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.name + ".provenance.json")
