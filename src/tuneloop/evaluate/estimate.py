@@ -55,7 +55,13 @@ def build_method(model, tokenizer, recipe: Recipe, precision: str, device, sourc
     """(model ready to train with `train.method`, the method built, why another one was built
     or None). Changes `model` in place, as training does, except for qlora, which loads a 4-bit
     base from `source` (a `ModelSource`) and leaves `model` alone."""
-    from tuneloop.models.adapters import apply_method, attach_lora, check_method, load_base
+    from tuneloop.models.adapters import (
+        apply_method,
+        attach_lora,
+        check_method,
+        enable_checkpointing,
+        load_base,
+    )
 
     cfg = recipe.train
     if cfg.method == "qlora":
@@ -71,7 +77,7 @@ def build_method(model, tokenizer, recipe: Recipe, precision: str, device, sourc
             )
             return attach_lora(model, cfg.lora).to(device), "lora", note
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     check_method(model, cfg)
     tokenizer_path = source.path if source is not None else tokenizer.name_or_path
     model = apply_method(model, cfg, tokenizer_path)

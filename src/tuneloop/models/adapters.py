@@ -35,6 +35,14 @@ _SUPPORTED = {
 }
 
 
+def enable_checkpointing(model) -> None:
+    """Recompute activations in the backward pass (non-reentrant, which works with frozen
+    inputs). transformers 5 calls it activation checkpointing; 4.x gradient checkpointing."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    enable = enable or model.gradient_checkpointing_enable
+    enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def output_folder(method: str) -> str:
     """Where a run keeps what it trained: `model` (full weights) or `adapter` (PEFT)."""
     return "model" if method == "full" else "adapter"

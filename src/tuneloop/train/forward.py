@@ -83,15 +83,18 @@ def shared_prefix_hidden(decoder, batch: dict, prefix: int) -> torch.Tensor:
     (Gradient checkpointing is off here: transformers drops the cache under it.)"""
     ids, mask = batch["input_ids"], batch["attention_mask"]
     rows, width = ids.shape
-    cache = decoder(input_ids=ids[:1, :prefix], use_cache=True).past_key_values
+    out = decoder(input_ids=ids[:1, :prefix], use_cache=True)
+    # transformers 5 names the KV cache `cache` (in and out); 4.x `past_key_values`
+    name = "cache" if "cache" in out else "past_key_values"
+    cache = out[name]
     cache.batch_repeat_interleave(rows)  # (1, ...) -> (rows, ...), gradients summed back
     positions = torch.arange(prefix, width, device=ids.device).expand(rows, -1)
     return decoder(
         input_ids=ids[:, prefix:],
         attention_mask=mask,  # prefix and row: the mask covers all `width` positions
         position_ids=positions,
-        past_key_values=cache,
         use_cache=True,
+        **{name: cache},
     ).last_hidden_state
 
 

@@ -26,6 +26,7 @@ from tuneloop.files import write_json
 from tuneloop.models.adapters import (
     apply_method,
     check_method,
+    enable_checkpointing,
     load_base,
     output_folder,
     save_trained,
@@ -116,7 +117,7 @@ def train(
     torch.manual_seed(cfg.seed)  # adapter weights (LoRA's A, prompts) are drawn here
     model = load_base(source, cfg, precision, recipe.model.trust_remote_code)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     model = apply_method(model, cfg, source.path)
     if cfg.method != "qlora":  # 4-bit layers are placed by bitsandbytes when loading
         model.to(device)
