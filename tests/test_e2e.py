@@ -25,8 +25,7 @@ def test_quickstart_runs_the_whole_loop(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=900,
-    )
+    )  # no time limit: speed belongs in bench/, and a loaded CI machine is slow, not broken
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     out = proc.stdout
@@ -76,7 +75,7 @@ def test_quickstart_runs_the_whole_loop(tmp_path):
     show = subprocess.run(
         [sys.executable, "-m", "tuneloop.cli.main", "runs", "show", run.name,
          "--workspace", str(tmp_path / ".tuneloop")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True,
     )  # fmt: skip
     assert show.returncode == 0, show.stdout + show.stderr
     lines = show.stdout.splitlines()
