@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from tuneloop.config import DEFAULT_MODEL, load_recipe
+from tuneloop.config import DEFAULT_MODEL, Recipe, SplitConfig, load_recipe
 from tuneloop.data.examples import SUPPORT_INSTRUCTION, write_support_intents
 from tuneloop.data.formats import read_examples
 from tuneloop.data.lint import format_findings, lint_examples
@@ -53,7 +53,7 @@ class QuickstartResult:
 def quickstart_recipe(folder: Path, model: str = DEFAULT_MODEL, **train_overrides) -> dict:
     return {
         "name": "quickstart",
-        "workspace": ".tuneloop",
+        "workspace": str(Recipe.model_fields["workspace"].default),
         "model": {"name": model},
         "data": {"train": "data/train.jsonl", "heldout": "data/heldout.jsonl"},
         "task": {"kind": "label", "instruction": SUPPORT_INSTRUCTION},
@@ -88,7 +88,7 @@ def run_quickstart(
 
     # Near-duplicates stay on one side, as `tuneloop data split` keeps them.
     train_ex, heldout_ex = split_examples(
-        examples, heldout_fraction=0.2, seed=0, near_threshold=0.8
+        examples, heldout_fraction=0.2, seed=0, near_threshold=SplitConfig().near_threshold
     )
     manifest = write_split(
         data_dir, train_ex, heldout_ex, seed=0, heldout_fraction=0.2, sources=[str(source)]

@@ -72,7 +72,9 @@ def train(
 
 
 def _workspace_of(recipe: Path | None) -> Path:
-    from tuneloop.config import load_recipe
+    from tuneloop.config import Recipe, load_recipe
 
     path = recipe or Path("tuneloop.yaml")
-    return load_recipe(path).workspace if path.exists() else Path(".tuneloop")
+    if path.exists():
+        return load_recipe(path).workspace
+    return Recipe.model_fields["workspace"].default
