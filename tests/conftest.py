@@ -80,6 +80,40 @@ def build_tiny_model(vocab_size: int, seed: int = 0):
     return LlamaForCausalLM(config)
 
 
+SUPPORT_LABELS = ["reset_password", "cancel_subscription", "shipping_status", "refund_request"]
+
+
+def support_items(tok, n: int = 8) -> list:
+    """`n` tokenized support chats (system prompt, a user message, a label as the answer), the
+    labels in turn: the training data of the SFT and per-method tests."""
+    from tuneloop.data.records import Example
+    from tuneloop.data.templates import tokenize_example
+
+    items = []
+    for i in range(n):
+        chat = [
+            {"role": "system", "content": "Classify the support message."},
+            {"role": "user", "content": f"message number {i}: " + "please " * (i % 3)},
+            {"role": "assistant", "content": SUPPORT_LABELS[i % len(SUPPORT_LABELS)]},
+        ]
+        items.append(tokenize_example(tok, Example(chat, source=f"t:{i}")))
+    return items
+
+
+def count_generate_calls(model) -> list[int]:
+    """Wrap `model.generate` to record the batch size of each call; the list it returns fills
+    as the model is asked, so a test sees how many calls were made and how large each was."""
+    calls = []
+    original = model.generate
+
+    def wrapped(**kwargs):
+        calls.append(kwargs["input_ids"].shape[0])
+        return original(**kwargs)
+
+    model.generate = wrapped
+    return calls
+
+
 TOPICS = ["alpha", "beta", "gamma"]
 
 

@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 
+from conftest import count_generate_calls
 from tuneloop.models import generate as gen
 from tuneloop.models.generate import GenerationCache, generate
 
@@ -23,24 +24,11 @@ PROMPTS = [
 ]
 
 
-def counting(model):
-    """Count the model's generate calls."""
-    calls = []
-    original = model.generate
-
-    def wrapped(**kwargs):
-        calls.append(kwargs["input_ids"].shape[0])
-        return original(**kwargs)
-
-    model.generate = wrapped
-    return calls
-
-
 def test_cached_answers_equal_fresh_ones_and_the_model_is_not_asked_again(
     tmp_path, tiny_model, tiny_tokenizer
 ):
     fresh = generate(tiny_model, tiny_tokenizer, PROMPTS, max_new_tokens=5, cache=False)
-    calls = counting(tiny_model)
+    calls = count_generate_calls(tiny_model)
     cache = GenerationCache(tmp_path / "cache")
     first = generate(tiny_model, tiny_tokenizer, PROMPTS, max_new_tokens=5, cache=cache)
     assert first == fresh and calls == [3] and (cache.hits, cache.generated) == (0, 3)
@@ -60,7 +48,7 @@ def test_other_settings_or_other_weights_are_other_keys(tmp_path, tiny_model, ti
 
     cache = GenerationCache(tmp_path)
     generate(tiny_model, tiny_tokenizer, PROMPTS, max_new_tokens=5, cache=cache)
-    calls = counting(tiny_model)
+    calls = count_generate_calls(tiny_model)
     generate(tiny_model, tiny_tokenizer, PROMPTS, max_new_tokens=4, cache=cache)
     generate(tiny_model, tiny_tokenizer, PROMPTS, max_new_tokens=5, batch_size=2, cache=cache)
     assert calls == [3, 2, 1]
@@ -77,7 +65,7 @@ def test_the_active_cache_and_its_bypass(tmp_path, monkeypatch, tiny_model, tiny
     try:
         generate(tiny_model, tiny_tokenizer, PROMPTS, max_new_tokens=3)  # cache=None: active
         assert cache.generated == 3
-        calls = counting(tiny_model)
+        calls = count_generate_calls(tiny_model)
         generate(tiny_model, tiny_tokenizer, PROMPTS, max_new_tokens=3)
         assert calls == [] and cache.hits == 3
         monkeypatch.setenv("TUNELOOP_NO_CACHE", "1")

@@ -38,11 +38,7 @@ class FakeJudge(BaseHTTPRequestHandler):
         reply = "score: 5" if ref == cand else "Partly right. score: 2"
         if cand == "garbage":
             reply = "I like it"
-        out = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]})
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(out.encode())
+        self.reply(reply)
 
     def verdict(self, body, prompt):
         """Refusal classification: `refusal` when the answer starts with "No", a chatty reply
@@ -56,7 +52,11 @@ class FakeJudge(BaseHTTPRequestHandler):
         reply = "Refusal." if answer.startswith("No") else "answer"
         if answer == "ramble":
             reply = "I think this is probably an answer"
-        out = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]})
+        self.reply(reply)
+
+    def reply(self, content: str) -> None:
+        """Answer 200 with one assistant message, as a chat completions endpoint does."""
+        out = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]})
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.end_headers()

@@ -5,6 +5,7 @@ import json
 import pytest
 import yaml
 
+from conftest import count_generate_calls
 from tuneloop.config import Recipe
 from tuneloop.evaluate import run as run_mod
 from tuneloop.evaluate.ladder import LADDER
@@ -84,14 +85,7 @@ def test_every_rung_and_the_probes_generate_in_one_batched_call(monkeypatch, tin
 
 
 def test_generate_runs_one_model_call_per_batch(tiny_model, tiny_tokenizer):
-    seen = []
-    original = tiny_model.generate
-
-    def counting(**kwargs):
-        seen.append(kwargs["input_ids"].shape[0])
-        return original(**kwargs)
-
-    tiny_model.generate = counting
+    seen = count_generate_calls(tiny_model)
     prompts = [[{"role": "user", "content": f"item {i}"}] for i in range(20)]
     answers = generate(tiny_model, tiny_tokenizer, prompts, max_new_tokens=2, batch_size=8)
     assert len(answers) == 20 and seen == [8, 8, 4]

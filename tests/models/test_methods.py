@@ -6,9 +6,8 @@ import hashlib
 import pytest
 import torch
 
+from conftest import support_items
 from tuneloop.config import TrainConfig
-from tuneloop.data.records import Example
-from tuneloop.data.templates import tokenize_example
 from tuneloop.models.adapters import apply_method, load_base, load_trained, save_trained
 from tuneloop.models.load import ModelSource
 from tuneloop.train.batching import collate
@@ -20,7 +19,6 @@ from tuneloop.train.sft import sft_loss
 pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread: see conftest
 
 
-LABELS = ["reset_password", "cancel_subscription", "shipping_status", "refund_request"]
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 METHODS = {
@@ -33,18 +31,6 @@ METHODS = {
     "prefix": ({"prefix": {"num_virtual_tokens": 4}}, 0.5),
     "prompt": ({"prompt": {"num_virtual_tokens": 4}}, 1e-1),
 }
-
-
-def items(tok, n=8):
-    out = []
-    for i in range(n):
-        chat = [
-            {"role": "system", "content": "Classify the support message."},
-            {"role": "user", "content": f"message number {i}: " + "please " * (i % 3)},
-            {"role": "assistant", "content": LABELS[i % len(LABELS)]},
-        ]
-        out.append(tokenize_example(tok, Example(chat, source=f"t:{i}")))
-    return out
 
 
 def digest(tensors) -> str:
@@ -85,7 +71,7 @@ def test_method_trains_its_weights_only_and_reloads(
         assert any(p.dtype == torch.uint8 for p in frozen)
     frozen_before = digest(frozen)
 
-    data = items(tiny_tokenizer)
+    data = support_items(tiny_tokenizer)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     steps = 40
     loop = LoopConfig(steps, 1, 1.0, "fp32", checkpoint_every=10**6, keep_checkpoints=1)
@@ -101,7 +87,7 @@ def test_method_trains_its_weights_only_and_reloads(
              and not torch.equal(p.detach(), trainable[n])]  # fmt: skip
     assert sorted(moved) == sorted(trainable), set(trainable) - set(moved)
 
-    probe = collate(items(tiny_tokenizer, 3), tiny_tokenizer.pad_token_id)
+    probe = collate(support_items(tiny_tokenizer, 3), tiny_tokenizer.pad_token_id)
     want = logits_of(model, probe)
     save_trained(model, tiny_tokenizer, tmp_path / "out")
     base = None if method == "full" else load_base(source, cfg, "fp32")

@@ -5,9 +5,8 @@ import hashlib
 import pytest
 import torch
 
+from conftest import support_items
 from tuneloop.config import LoraConfig
-from tuneloop.data.records import Example
-from tuneloop.data.templates import tokenize_example
 from tuneloop.models.adapters import attach_lora, load_adapter
 from tuneloop.train.checkpoint import LoopState
 from tuneloop.train.loop import LoopConfig, MetricsLog, MicroBatches, run_loop
@@ -15,23 +14,10 @@ from tuneloop.train.schedule import make_scheduler
 from tuneloop.train.sft import collate, sft_loss
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-LABELS = ["reset_password", "cancel_subscription", "shipping_status", "refund_request"]
-
-
-def make_items(tok, n=8):
-    items = []
-    for i in range(n):
-        chat = [
-            {"role": "system", "content": "Classify the support message."},
-            {"role": "user", "content": f"message number {i}: " + "please " * (i % 3)},
-            {"role": "assistant", "content": LABELS[i % len(LABELS)]},
-        ]
-        items.append(tokenize_example(tok, Example(chat, source=f"t:{i}")))
-    return items
 
 
 def test_supervised_head_equals_full_logits_loss(tiny_tokenizer, tiny_model):
-    batch = collate(make_items(tiny_tokenizer, 4), tiny_tokenizer.pad_token_id)
+    batch = collate(support_items(tiny_tokenizer, 4), tiny_tokenizer.pad_token_id)
     ours, _ = sft_loss(tiny_model, batch)
     ours = ours / batch["n"]
     ours.backward()
@@ -69,7 +55,7 @@ def _run(tmp_path, model, items, batch_size, grad_accum, steps, sgd=False):
 def test_accumulation_equals_one_big_batch(tmp_path, tiny_tokenizer):
     from conftest import build_tiny_model
 
-    items = make_items(tiny_tokenizer, 8)
+    items = support_items(tiny_tokenizer, 8)
     big = build_tiny_model(len(tiny_tokenizer))
     small = build_tiny_model(len(tiny_tokenizer))
     # One step over 8 examples at once vs 4 micro-batches of 2 accumulated: same data (the
@@ -98,7 +84,7 @@ def test_lora_trains_adapter_only_and_reloads(tmp_path, tiny_tokenizer, tiny_mod
     assert trainable and all("lora_" in n for n in trainable)
     before_frozen = _digest(frozen)
 
-    losses = _run(tmp_path, model, make_items(tiny_tokenizer, 8), 4, 1, 40)
+    losses = _run(tmp_path, model, support_items(tiny_tokenizer, 8), 4, 1, 40)
     assert losses[-1] < losses[0] * 0.5, losses
     assert _digest(frozen) == before_frozen, "base weights must not change"
     changed = [n for n, p in model.named_parameters() if p.requires_grad
@@ -106,7 +92,7 @@ def test_lora_trains_adapter_only_and_reloads(tmp_path, tiny_tokenizer, tiny_mod
     assert len(changed) == len(trainable)
 
     model.save_pretrained(tmp_path / "adapter")
-    batch = collate(make_items(tiny_tokenizer, 2), 2)
+    batch = collate(support_items(tiny_tokenizer, 2), 2)
     model.eval()
     with torch.no_grad():
         want = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -120,7 +106,7 @@ def test_lora_trains_adapter_only_and_reloads(tmp_path, tiny_tokenizer, tiny_mod
 
 
 def test_micro_batch_stream_is_a_pure_function_of_seed_and_index(tiny_tokenizer):
-    items = make_items(tiny_tokenizer, 8)
+    items = support_items(tiny_tokenizer, 8)
     a = MicroBatches(items, 3, 7, lambda xs: [x.source for x in xs])
     b = MicroBatches(items, 3, 7, lambda xs: [x.source for x in xs])
     forward = [a.batch(i) for i in range(9)]

@@ -150,32 +150,17 @@ def create_app(
         try:
             authorize(request)
             raw = await read_body(request)
+            body = parse_body(ChatRequest if endpoint == "chat" else CompletionRequest, raw)
+            model = body.model
             if endpoint == "chat":
-                body = parse_body(ChatRequest, raw)
-                model = body.model
-                job = engine.chat_job(
-                    body.model,
-                    body.chat(),
-                    body.limit,
-                    body.temperature,
-                    body.top_p,
-                    body.stops,
-                    body.stream,
-                )
+                make_job, prompt = engine.chat_job, body.chat()
                 logged = {"messages": [m.model_dump() for m in body.messages]}
             else:
-                body = parse_body(CompletionRequest, raw)
-                model = body.model
-                job = engine.completion_job(
-                    body.model,
-                    body.text(),
-                    body.limit,
-                    body.temperature,
-                    body.top_p,
-                    body.stops,
-                    body.stream,
-                )
-                logged = {"prompt": body.text()}
+                make_job, prompt = engine.completion_job, body.text()
+                logged = {"prompt": prompt}
+            job = make_job(
+                model, prompt, body.limit, body.temperature, body.top_p, body.stops, body.stream
+            )
             events = submit(job)
         except RequestError as err:
             engine.metrics.requests.labels(endpoint, label(model), str(err.status)).inc()

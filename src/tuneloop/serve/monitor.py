@@ -100,8 +100,13 @@ def js_distance(a: Counter, b: Counter) -> float:
 Items = list[tuple[str, str]]
 
 
+def _lengths(items: Items, side: int) -> list[int]:
+    """Word counts of the prompts (side 0) or of the answers (side 1)."""
+    return [len(words(item[side])) for item in items]
+
+
 def _length_ks(ref: Items, live: Items) -> float:
-    return ks([len(words(p)) for p, _ in ref], [len(words(p)) for p, _ in live])[0]
+    return ks(_lengths(ref, 0), _lengths(live, 0))[0]
 
 
 def _vocab_js(ref: Items, live: Items) -> float:
@@ -127,7 +132,7 @@ def _out_of_set(ref: Items, live: Items) -> float:
 
 
 def _answer_length_ks(ref: Items, live: Items) -> float:
-    return ks([len(words(a)) for _, a in ref], [len(words(a)) for _, a in live])[0]
+    return ks(_lengths(ref, 1), _lengths(live, 1))[0]
 
 
 def null_distribution(
@@ -179,19 +184,23 @@ def compare(
             details["p_value"] = p
         return Signal(name, statistic, value, threshold, mean, std, drifted, details)
 
-    lengths = ([len(words(p)) for p, _ in train], [len(words(p)) for p, _ in live])
-    seen = {w for p, _ in train for w in words(p)}
-    unseen = Counter(w for p, _ in live for w in words(p) if w not in seen)
-    signals = [
-        signal(
-            "prompt length",
+    def length_signal(name: str, stat, side: int) -> Signal:
+        """KS distance of the word counts of prompts (side 0) or answers (side 1)."""
+        lengths = _lengths(train, side), _lengths(live, side)
+        return signal(
+            name,
             "KS distance",
-            _length_ks,
+            stat,
             t["length_ks"],
             ks(*lengths)[1],
             train=_summary(lengths[0]),
             live=_summary(lengths[1]),
-        ),
+        )
+
+    seen = {w for p, _ in train for w in words(p)}
+    unseen = Counter(w for p, _ in live for w in words(p) if w not in seen)
+    signals = [
+        length_signal("prompt length", _length_ks, 0),
         signal("vocabulary", "JS distance", _vocab_js, t["vocab_js"]),
         signal(
             "unseen words",
@@ -230,18 +239,7 @@ def compare(
             )
         )
     else:
-        answer_lengths = ([len(words(a)) for _, a in train], [len(words(a)) for _, a in live])
-        signals.append(
-            signal(
-                "answer length",
-                "KS distance",
-                _answer_length_ks,
-                t["length_ks"],
-                ks(*answer_lengths)[1],
-                train=_summary(answer_lengths[0]),
-                live=_summary(answer_lengths[1]),
-            )
-        )
+        signals.append(length_signal("answer length", _answer_length_ks, 1))
     return MonitorReport(len(train), len(live), model, signals, enough)
 
 
