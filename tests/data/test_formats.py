@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tuneloop.data.formats import CsvColumns, read_examples, write_examples
+from tuneloop.data.csvfile import CsvColumns
+from tuneloop.data.formats import read_examples, write_examples
 from tuneloop.data.records import Example
 from tuneloop.errors import DataError, UserError
 
@@ -363,3 +364,13 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path):
     write_examples(path, _examples())
     assert [p.name for p in path.parent.iterdir()] == ["out.jsonl"]
     assert len(path.read_text().splitlines()) == 2
+
+
+def test_the_reading_modules_docstring_examples_hold():
+    import doctest
+
+    from tuneloop.data import detect, jsonlines
+
+    for module in (jsonlines, detect):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tuneloop.data.formats import CsvColumns, read_examples
+from tuneloop.data.csvfile import CsvColumns
+from tuneloop.data.formats import read_examples
 from tuneloop.data.records import Example, content_hash
 from tuneloop.data.split import (
     check_no_leakage,

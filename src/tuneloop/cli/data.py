@@ -75,7 +75,7 @@ def _settings(
     truncation: str | None = None,
 ) -> _Settings:
     from tuneloop.config import CsvConfig, TrainConfig, load_recipe
-    from tuneloop.data.formats import CsvColumns
+    from tuneloop.data.csvfile import CsvColumns
 
     _check_options(max_length, truncation)  # a bad option is reported before a recipe loads
     loaded = load_recipe(recipe) if recipe is not None else None

@@ -1,4 +1,4 @@
-"""Readers from every common data format into canonical `Example`s, and a JSONL writer.
+"""Each data format converted to and from the canonical `Example`; `read_examples` reads a file.
 
 `read_examples` takes a `.jsonl` file (one JSON object per line), a `.json` file holding a JSON
 array of objects, or a `.csv`/`.tsv` file with a column mapping, and returns `Example`s whose
@@ -26,23 +26,28 @@ Keys a format does not use (like "id" above, or "label") go into `meta`, merged 
 
 Every mistake in a file is a `DataError` naming the file, the line and the fix: `read_examples`
 stops at the first one, `scan_examples` (for lint) reports every bad record at once.
+`write_examples` writes examples back as JSONL in any of the four JSON formats.
+
+This module owns what a record means. Decoding the file into JSON values with their line
+numbers is `tuneloop.data.jsonlines`, CSV rows are `tuneloop.data.csvfile`, and telling the
+format from a record's keys is `tuneloop.data.detect`.
 """
 
 from __future__ import annotations
 
-import codecs
 import difflib
 import functools
 import json
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuneloop.data.csvfile import CsvColumns, read_csv
+from tuneloop.data.detect import detect_format
+from tuneloop.data.jsonlines import array_records, decode, jsonl_records, read_bytes
 from tuneloop.data.problems import BadRecord, Collector, StopReading
 from tuneloop.data.records import Example
-from tuneloop.errors import DataError, UserError
+from tuneloop.errors import UserError
 from tuneloop.files import write_text
 
 FORMATS = ("messages", "alpaca", "sharegpt", "prompt_completion", "csv")
@@ -134,51 +139,19 @@ def scan_examples(path: str | Path, format: str = "auto", csv: CsvColumns | None
     return _scan(Path(path), format, csv, strict=False)
 
 
-def sniff_format(path: str | Path) -> str | None:
-    """The format of a data file as "auto" would read it, or "preference" for chosen/rejected
-    records; None when it cannot be told (the reader then reports why)."""
-    path = Path(path)
-    if path.suffix.lower() in (".csv", ".tsv"):
-        return "csv"
-    try:
-        text = path.read_bytes().removeprefix(codecs.BOM_UTF8).decode("utf-8", errors="replace")
-    except OSError:
-        return None
-    first: object = None
-    if text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-            first = next((x for x in items if isinstance(x, dict)), None)
-        except (json.JSONDecodeError, RecursionError):
-            return None
-    else:
-        for line in text.split("\n"):
-            if line.strip():
-                try:
-                    first = json.loads(line)
-                except (json.JSONDecodeError, RecursionError):
-                    return None
-                break
-    if not isinstance(first, dict):
-        return None
-    if {"chosen", "rejected"} <= set(first) and "messages" not in first:
-        return "preference"
-    return _FORMAT_OF_KEYS(set(first))
-
-
 def _scan(path: Path, format: str, csv: CsvColumns | None, strict: bool) -> Scan:
     if format not in ("auto", *FORMATS):
         raise UserError(
             f"unknown data format {format!r}", fix=f"use one of: auto, {', '.join(FORMATS)}"
         )
-    raw = _read_bytes(path)
+    raw = read_bytes(path)
     report = Collector(path, strict)
     is_csv = format == "csv" or (format == "auto" and path.suffix.lower() in (".csv", ".tsv"))
     scan = Scan(path, "csv" if is_csv else format, "csv" if is_csv else "jsonl")
     scan.problems = report.problems
     text = ""
     try:
-        text, scan.bom = _decode(raw, report)
+        text, scan.bom = decode(raw, report)
         if is_csv:
             got = read_csv(path, text, csv or CsvColumns(), report)
             scan.examples, scan.records, scan.header = got.examples, got.rows, got.header
@@ -204,72 +177,12 @@ def _scan(path: Path, format: str, csv: CsvColumns | None, strict: bool) -> Scan
     return scan
 
 
-def _read_bytes(path: Path) -> bytes:
-    if not path.exists():
-        fix = (
-            f"check the path; looked for {path.absolute()} (a path given on the command line "
-            "starts at the current directory, a path in a recipe at the recipe's folder)"
-        )
-        raise DataError(path, None, "file not found", fix=fix)
-    if path.is_dir():
-        raise DataError(
-            path, None, "is a folder, not a data file", fix="name a .jsonl, .json or .csv file"
-        )
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise DataError(path, None, f"cannot read the file: {e.strerror}") from None
-
-
-def _decode(raw: bytes, report: Collector) -> tuple[str, bool]:
-    """The file as text and whether it began with a UTF-8 byte-order mark (dropped). A line
-    that is not UTF-8 is reported and decoded with U+FFFD in place of its bad bytes; the
-    readers skip the records on such lines."""
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        report.report(
-            "encoding",
-            1,
-            "the file is UTF-16 encoded; tuneloop reads UTF-8",
-            fix="re-save it as UTF-8, e.g. `iconv -f utf-16 -t utf-8 in.jsonl > out.jsonl`",
-            fatal=True,
-        )
-    bom = raw.startswith(codecs.BOM_UTF8)
-    if bom:
-        report.report(
-            "bom",
-            1,
-            "the file starts with a UTF-8 byte-order mark (BOM)",
-            fix="tuneloop skips it, but other tools read it as part of the first key or column "
-            "name; `tuneloop data lint --fix OUT` writes a copy without it",
-            severity="warning",
-        )
-        raw = raw.removeprefix(codecs.BOM_UTF8)
-    try:
-        return raw.decode("utf-8"), bom
-    except UnicodeDecodeError:
-        pass
-    lines = raw.split(b"\n")  # a newline byte never occurs inside a UTF-8 multi-byte character
-    for number, line in enumerate(lines, start=1):
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError as e:
-            report.report(
-                "encoding",
-                number,
-                f"not valid UTF-8: byte 0x{line[e.start]:02x} at byte {e.start + 1} of the line",
-                fix="re-save the file as UTF-8; from Windows-1252 or Latin-1: "
-                "`iconv -f cp1252 -t utf-8 in.jsonl > out.jsonl`",
-                column=e.start + 1,
-            )
-    return raw.decode("utf-8", errors="replace"), bom
-
-
 def _read_json(path: Path, text: str, format: str, report: Collector, scan: Scan) -> None:
     if text.lstrip().startswith("["):
         scan.container = "array"
-        records = _array_records(text, report)
+        records = array_records(text, report)
     else:
-        records = _jsonl_records(text, report)
+        records = jsonl_records(text, report)
     unreadable = report.bad_lines
     convert, how = None, "as requested"
     for start, end, obj in records:
@@ -286,7 +199,7 @@ def _read_json(path: Path, text: str, format: str, report: Collector, scan: Scan
             continue
         if convert is None:
             if format == "auto":
-                format = _detect(start, obj, report)
+                format = detect_format(start, obj, report)
                 how = f"detected from the keys on line {start}"
             scan.format, convert = format, _CONVERTERS[format]
 
@@ -302,238 +215,6 @@ def _read_json(path: Path, text: str, format: str, report: Collector, scan: Scan
             continue
         scan.examples.append(Example(messages=messages, meta=meta, source=f"{path}:{start}"))
         scan.records.append(obj)
-
-
-_JSON_FIX = (
-    "fix the JSON on this line: look for a missing comma, bracket or quote, or a quote or "
-    'line break inside a string that is not escaped (\\" and \\n)'
-)
-
-
-def _jsonl_records(text: str, report: Collector) -> list[tuple[int, int, object]]:
-    """(line, line, value) for every non-blank line. Split on "\\n" only: a JSON string may
-    hold U+2028, which `str.splitlines` would treat as a line break."""
-    records: list[tuple[int, int, object]] = []
-    one_object: bool | None = None
-    parse = _Parser(report)
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append((lineno, lineno, parse.loads(line, lineno)))
-        except RecursionError:
-            _too_deep(report, lineno)
-        except json.JSONDecodeError as e:
-            if not records:
-                if one_object is None:
-                    one_object = _is_one_object(text)
-                if one_object:
-                    report.report(
-                        "multi-line-json",
-                        lineno,
-                        "the file holds one JSON object spread over several lines; expected one "
-                        "object per line (JSONL) or a JSON array",
-                        fix="write one example per line, or put the examples in a JSON array "
-                        "[{...}, {...}]",
-                        fatal=True,
-                    )
-            report.report(
-                "invalid-json",
-                lineno,
-                f"invalid JSON at column {e.colno}: {e.msg}",
-                fix=_JSON_FIX,
-                column=e.colno,
-            )
-    return records
-
-
-def _is_one_object(text: str) -> bool:
-    try:
-        return isinstance(json.loads(text), dict)
-    except (json.JSONDecodeError, RecursionError):
-        return False
-
-
-def _too_deep(report: Collector, line: int, fatal: bool = False) -> None:
-    """Python's JSON decoder recurses once per level and gives up near 1,000 levels (a
-    RecursionError): a line nested that deep is generated or corrupted, never an example."""
-    report.report(
-        "invalid-json",
-        line,
-        "JSON nested too deeply: more levels of nested lists and objects than Python's JSON "
-        "reader can follow",
-        fix="this line is not an example (a record holds a few levels: messages, turns, "
-        "meta); regenerate it or drop the line",
-        fatal=fatal,
-    )
-
-
-class _Parser:
-    """`json.loads` that reports a key given twice in one object (JSON readers keep the last
-    value and drop the first without a word) as a warning on the record's line:
-
-        {"messages": [...first...], "messages": [...second...]}   -> only the second is read
-    """
-
-    def __init__(self, report: Collector):
-        self.report = report
-        self._twice: list[str] = []
-        self.decoder = json.JSONDecoder(object_pairs_hook=self._object)
-
-    def _object(self, pairs: list[tuple[str, object]]) -> dict:
-        obj = dict(pairs)
-        if len(obj) < len(pairs):
-            counts = Counter(key for key, _ in pairs)
-            self._twice += [key for key, n in counts.items() if n > 1]
-        return obj
-
-    def loads(self, text: str, line: int) -> object:
-        return self._checked(lambda: self.decoder.decode(text), line)
-
-    def raw_decode(self, text: str, pos: int, line: Callable[[], int]) -> tuple[object, int]:
-        return self._checked(lambda: self.decoder.raw_decode(text, pos), line)
-
-    def _checked(self, decode: Callable[[], object], line: int | Callable[[], int]):
-        self._twice = []
-        value = decode()
-        for key in dict.fromkeys(self._twice):
-            self.report.report(
-                "duplicate-key",
-                line if isinstance(line, int) else line(),
-                f"key {key!r} appears twice in one object: JSON readers keep the last value "
-                "and silently drop the first",
-                fix="keep one of the two, or merge them into one value",
-                severity="warning",
-                field=key,
-            )
-        return value
-
-
-def _array_records(text: str, report: Collector) -> list[tuple[int, int, object]]:
-    """(line where the item starts, line where it ends, item) for a JSON array, decoded item by
-    item so that each record keeps its line number. A syntax error ends the reading: after it,
-    where the next item starts cannot be told."""
-    parse = _Parser(report)
-    records: list[tuple[int, int, object]] = []
-    n = len(text)
-    line, counted = 1, 0  # line number of position `counted`
-
-    def line_at(pos: int) -> int:
-        nonlocal line, counted
-        line += text.count("\n", counted, pos)
-        counted = pos
-        return line
-
-    def skip_space(i: int) -> int:
-        while i < n and text[i] in " \t\r\n":
-            i += 1
-        return i
-
-    def fail(pos: int, msg: str) -> None:
-        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
-        where = text.count("\n", 0, pos) + 1
-        report.report(
-            "invalid-json",
-            where,
-            f"invalid JSON at column {col}: {msg}",
-            fix=_JSON_FIX,
-            column=col,
-            fatal=True,
-        )
-
-    i = skip_space(text.index("[") + 1)
-    if i < n and text[i] == "]":
-        i += 1
-    else:
-        while True:
-            i = skip_space(i)
-            if i >= n:
-                fail(n, "the array is not closed (missing ']')")
-            start = i
-            try:
-                obj, i = parse.raw_decode(text, i, lambda start=start: line_at(start))
-            except RecursionError:
-                _too_deep(report, line_at(start), fatal=True)
-            except json.JSONDecodeError as e:
-                report.report(
-                    "invalid-json",
-                    e.lineno,
-                    f"invalid JSON at column {e.colno}: {e.msg}",
-                    fix=_JSON_FIX,
-                    column=e.colno,
-                    fatal=True,
-                )
-            records.append((line_at(start), line_at(i), obj))
-            i = skip_space(i)
-            if i < n and text[i] == ",":
-                i += 1
-            elif i < n and text[i] == "]":
-                i += 1
-                break
-            elif i >= n:
-                fail(len(text.rstrip()), "the array is not closed (missing ']')")
-            else:
-                fail(i, "Expecting ',' delimiter")
-    i = skip_space(i)
-    if i < n:
-        fail(i, "extra data after the end of the array")
-    return records
-
-
-# The strict record readers, for readers of other kinds of records (preference pairs).
-
-
-def _read_text(path: str | Path) -> str:
-    """The file as UTF-8 text (a BOM dropped), raising the first problem as a `DataError`."""
-    return _decode(_read_bytes(Path(path)), Collector(path, strict=True))[0]
-
-
-def _jsonl(path: str | Path, text: str) -> list[tuple[int, object]]:
-    """(line, value) for each non-blank line, raising the first problem as a `DataError`."""
-    return [(a, obj) for a, _, obj in _jsonl_records(text, Collector(path, strict=True))]
-
-
-def _json_array(path: str | Path, text: str) -> list[tuple[int, object]]:
-    """(line where it starts, item) for each item of a JSON array, raising like `_jsonl`."""
-    return [(a, obj) for a, _, obj in _array_records(text, Collector(path, strict=True))]
-
-
-def _FORMAT_OF_KEYS(keys: set[str]) -> str | None:  # noqa: N802 - a table lookup, read as one
-    if "messages" in keys:
-        return "messages"
-    if "conversations" in keys:
-        return "sharegpt"
-    if "instruction" in keys:
-        return "alpaca"
-    if {"prompt", "completion"} <= keys:
-        return "prompt_completion"
-    return None
-
-
-def _detect(line: int, obj: dict, report: Collector) -> str:
-    keys = set(obj)
-    found = _FORMAT_OF_KEYS(keys)
-    if found is not None:
-        return found
-    if {"chosen", "rejected"} <= keys:
-        report.report(
-            "preference-data",
-            line,
-            "these are preference pairs (chosen/rejected), not supervised examples",
-            fix="use them for DPO training; for SFT give examples in one of: messages, "
-            "alpaca, sharegpt, prompt_completion",
-            fatal=True,
-        )
-    report.report(
-        "unknown-format",
-        line,
-        f"cannot tell the format from the keys {sorted(keys)}",
-        fix='use one of: messages ({"messages": [...]}), alpaca ({"instruction", "output"}), '
-        'sharegpt ({"conversations": [...]}), prompt_completion ({"prompt", "completion"}); '
-        "or name the format explicitly",
-        fatal=True,
-    )
-    raise AssertionError("unreachable: a fatal report raises")  # pragma: no cover
 
 
 # One converter per JSON format: (record, warn) → (messages, meta), raising `_Bad` on a problem.

@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneloop.data.formats import CsvColumns, Scan, scan_examples, sniff_format
+from tuneloop.data.csvfile import CsvColumns
+from tuneloop.data.detect import sniff_format
+from tuneloop.data.formats import Scan, scan_examples
 from tuneloop.data.lint import Finding, LintOptions, lint_examples
 from tuneloop.data.problems import BadRecord
 from tuneloop.errors import DataError

@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneloop.data.formats import _json_array, _jsonl, _read_text
+from tuneloop.data.jsonlines import parse_json_array, parse_jsonl, read_text
 from tuneloop.data.lint import Finding
 from tuneloop.data.records import Example, normalize_text
 from tuneloop.data.templates import with_instruction
@@ -119,8 +119,9 @@ def read_preferences(path: str | Path) -> list[PreferencePair]:
     """Every pair of a JSONL file (or JSON array); the first structural mistake is a
     `DataError` naming the file and line."""
     path = Path(path)
-    text = _read_text(path)
-    records = _json_array(path, text) if text.lstrip().startswith("[") else _jsonl(path, text)
+    text = read_text(path)
+    parse = parse_json_array if text.lstrip().startswith("[") else parse_jsonl
+    records = parse(path, text)
     if not records:
         raise DataError(path, 1, "no preference pairs: the file is empty", fix=_PAIR_FIX)
     pairs = []

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from tuneloop.config import DataConfig, Recipe
-from tuneloop.data.formats import CsvColumns, read_examples
+from tuneloop.data.csvfile import CsvColumns
+from tuneloop.data.formats import read_examples
 from tuneloop.data.preference import PreferencePair, pair_with_instruction, read_preferences
 from tuneloop.data.records import Example
 from tuneloop.data.split import check_no_leakage, split_examples
