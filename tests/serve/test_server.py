@@ -240,9 +240,31 @@ def test_a_wrong_or_missing_api_key_gets_401(server, auth):
     assert answer(server, "alpha", PROMPTS[0])
 
 
-def test_unknown_route_is_an_openai_style_404(server):
-    status, body = request(server, "GET", "/v1/nothing-here")
-    assert status == 404 and body["error"]["code"] == "not_found"
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", "/v1/nothing-here", 404, "not_found"),
+        ("GET", "/v1/chat/completions", 405, "method_not_allowed"),
+    ],
+)
+def test_unknown_route_or_method_is_an_openai_style_error(server, method, path, status, code):
+    got, body = request(server, method, path)
+    assert got == status and body["error"]["code"] == code
+
+
+def test_a_failed_generation_is_a_500_whole_or_streamed(server, monkeypatch):
+    def fail(jobs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(server.engine, "_generate", fail)
+    status, body = chat(server, "alpha", PROMPTS[0], max_tokens=4)
+    assert status == 500 and body["error"]["code"] == "generation_failed"
+    status, text = chat(server, "alpha", PROMPTS[0], max_tokens=4, stream=True)
+    assert status == 200  # sent before the failure: the error is the last event
+    last = json.loads(text.strip().splitlines()[-1][len("data: ") :])
+    assert last["error"]["message"] == "generation failed: ValueError: boom"
+    monkeypatch.undo()
+    assert answer(server, "alpha", PROMPTS[0])  # still serving
 
 
 def test_the_request_log_samples_requests_and_answers(server):
