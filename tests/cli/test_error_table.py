@@ -214,6 +214,16 @@ def run_rows(tmp: Path, model: Path) -> list[Row]:
         "an unknown rung",
         "eval", "20990101-000000-nope", "--workspace", tmp / "ws", "--rung", "two-shot",
     )  # fmt: skip
+    nope, ws = "20990101-000000-nope", tmp / "ws"
+    for verb in ("report", "serve"):
+        case("a run that does not exist", verb, nope, "--workspace", ws)
+    case("a run that does not exist", "export", nope, "--merge", "--workspace", ws)
+    case("export with nothing asked", "export", nope, "--workspace", ws)
+    case("a run that does not exist", "failures", nope, "--out", tmp / "r.jsonl", "--workspace", ws)
+    case(
+        "evaluations that do not exist",
+        "compare", "20990101-000000-a:zero-shot", "20990101-000000-b", "--workspace", tmp / "ws",
+    )  # fmt: skip
     return rows
 
 
