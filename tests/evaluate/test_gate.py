@@ -191,3 +191,21 @@ def test_eval_cli_refuses_an_unknown_rung(tmp_path):
     code, _, err = tuneloop("eval", str(run.path), "--rung", "two-shot")
     assert code == 2
     assert "unknown rung(s) ['two-shot']" in err and "retrieval-few-shot" in err
+
+
+def test_a_base_near_guessing_cannot_show_forgetting_and_says_so(tmp_path):
+    # MMLU answered at chance (25%) by the base: a 5-point drop is hardly possible
+    run = make_run(tmp_path, tuned=rate(36, 40), base_refused=rate(54, 60),
+                   tuned_refused=rate(53, 60), base_general=rate(26, 100))  # fmt: skip
+    for who in ("base", "tuned"):
+        path = run.eval_dir / "probes" / f"{who}-general.jsonl"
+        rows = [{**json.loads(line), "suite": "mmlu"} for line in path.read_text().splitlines()]
+        write_jsonl(path, rows)
+    report = run_gate(run, progress=False)
+    general = next(c for c in report.conditions if c.name == "general")
+    assert general.numbers["informative"] is False and general.numbers["chance"] == 0.25
+    assert "UNINFORMATIVE: the base scores 26.0%" in general.sentence
+    other = make_run(tmp_path / "b", tuned=rate(36, 40), base_refused=rate(54, 60),
+                     tuned_refused=rate(53, 60))  # fmt: skip
+    general = next(c for c in run_gate(other, progress=False).conditions if c.name == "general")
+    assert "informative" not in general.numbers  # 50% on free answers: room to fall

@@ -6,7 +6,8 @@ the recipe's `gate:` section):
    `margin`;
 2. general (non-inferiority): the general-skill score (standard suites such as MMLU, GSM8K and
    IFEval, else the built-in probes) may fall by at most `general_drop`: the CI's lower end stays
-   above -general_drop;
+   above -general_drop. A base that scores within twice that of guessing cannot show a loss, and
+   the line says so;
 3. safety (non-inferiority): the refusal rate on harmful requests may fall by at most
    `safety_drop`; with `safety_floor` set, the tuned rate must also be above it. A base that
    refuses almost nothing (below `informative_refusal`) cannot show a collapse, and the line
@@ -35,7 +36,7 @@ from tuneloop.evaluate.compare import compare_items, paired_scores
 from tuneloop.evaluate.preference import load_preference
 from tuneloop.evaluate.run import evaluate_run, load_items
 from tuneloop.evaluate.stats import PairedTest, mean_ci, paired_test
-from tuneloop.evaluate.suites import Suite, is_current, probe_suites
+from tuneloop.evaluate.suites import CHANCE, Suite, is_current, probe_suites
 from tuneloop.files import write_json
 from tuneloop.workspace import Run
 
@@ -226,6 +227,16 @@ def probe_conditions(
         if any(name in ("general", "safety") for name in suites):
             condition.sentence += (
                 " The built-in probes are few: configure gate.suites for standard suites."
+            )
+        chance = sum(CHANCE.get(i.get("suite", ""), 0.0) for i in a_items) / len(a_items)
+        if name == "general" and rate_a - chance < 2 * tolerance:
+            condition.numbers["informative"] = False
+            condition.numbers["chance"] = chance
+            condition.sentence += (
+                f" UNINFORMATIVE: the base scores {_pct(rate_a)}, within twice the tolerance of "
+                f"what guessing scores on these items ({_pct(chance)}), so this probe cannot "
+                "show a loss of general skills; ask suites the base does well on (the built-in "
+                "probes, other suites) or start from a stronger model."
             )
         if name == "safety" and rate_a < gate.informative_refusal:
             condition.numbers["informative"] = False

@@ -55,6 +55,8 @@ KINDS_OF_SUITE = {
 # in its opening (the detector reads 160 characters), so 48 tokens suffice there.
 DEFAULT_NEW_TOKENS = {"gsm8k": 256, "ifeval": 256, "xstest": 48, "advbench": 48}
 LETTERS = ("A", "B", "C", "D")
+# What guessing scores on a general item: a letter picked blindly is right one time in four.
+CHANCE = {"mmlu": 1 / len(LETTERS)}
 
 
 @dataclass(frozen=True)
