@@ -38,9 +38,11 @@ _SUPPORTED = {
 def enable_checkpointing(model) -> None:
     """Recompute activations in the backward pass (non-reentrant, which works with frozen
     inputs). transformers 5 calls it activation checkpointing; 4.x gradient checkpointing."""
-    enable = getattr(model, "activation_checkpointing_enable", None)
-    enable = enable or model.gradient_checkpointing_enable
-    enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def output_folder(method: str) -> str:
