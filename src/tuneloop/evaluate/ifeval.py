@@ -33,6 +33,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from tuneloop.data.jsonlines import parse_jsonl, read_text
 from tuneloop.errors import DataError, UserError
 
 # ---------------------------------------------------------------- text units
@@ -527,18 +528,8 @@ def follows(row: dict, response: str, loose: bool = False) -> list[bool]:
 def load_rows(path: str | Path) -> list[dict]:
     """The rows of an IFEval input_data.jsonl, each checked to have instructions we can check."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(path, None, f"cannot read the file: {e.strerror}") from None
     rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(path, number, f"invalid JSON at column {e.colno}: {e.msg}") from None
+    for number, row in parse_jsonl(path, read_text(path)):  # a broken line: DataError with it
         problem = _row_problem(row)
         if problem:
             raise DataError(path, number, problem, fix="give an unchanged IFEval input_data.jsonl")

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.config import GateConfig, JudgeConfig, Recipe, SuiteConfig
+from tuneloop.data.jsonlines import parse_jsonl, read_text
 from tuneloop.errors import UserError
 from tuneloop.evaluate.refusal import is_refusal
 
@@ -141,25 +142,11 @@ def read_mmlu(path: Path, setting: str) -> list[SuiteItem]:
     return items
 
 
-def read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    rows = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((line_no, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise UserError(
-                f"not valid JSON: {exc.msg}", f"{path}:{line_no}", "use the published file"
-            ) from None
-    return rows
-
-
 def read_gsm8k(path: Path, setting: str) -> list[SuiteItem]:
     """GSM8K's test.jsonl: `question`, and `answer` ending in `#### <number>`."""
     file = _file(path, "test.jsonl", setting)
     items = []
-    for line, row in read_jsonl(file):
+    for line, row in parse_jsonl(file, read_text(file)):
         answer = str(row.get("answer", ""))
         if "question" not in row or "####" not in answer:
             raise UserError(
