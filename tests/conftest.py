@@ -238,3 +238,51 @@ def kill_at_step(process: subprocess.Popen, folder: Path, step: int,
         time.sleep(0.005)
     process.kill()
     raise AssertionError(f"no metrics.jsonl under {folder} reached step {step} in {timeout}s")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`tuneloop serve ...` as a subprocess on a free loopback port, up once /health answers,
+    stopped with SIGINT (then killed) on leaving the block."""
+
+    def __init__(self, *args: str, env: dict | None = None):
+        import sys
+
+        self.port = free_port()
+        self.command = [sys.executable, "-m", "tuneloop.cli.main", "serve", *args,
+                        "--port", str(self.port)]  # fmt: skip
+        self.env = {**os.environ, **(env or {})}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> Server:
+        import urllib.request
+
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT)  # fmt: skip
+        deadline = time.monotonic() + 300  # a bound on start-up, not a speed check
+        while True:
+            assert self.process.poll() is None, self.process.stdout.read().decode()
+            assert time.monotonic() < deadline, "the server did not come up"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5):
+                    return self
+            except OSError:
+                time.sleep(0.2)
+
+    def __exit__(self, *exc) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)

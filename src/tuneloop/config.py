@@ -40,7 +40,7 @@ ITEM_METRICS = {
         "json_field_f1",
         "json_schema",
     ),
-    "text": ("exact_match", "rouge_l", "chrf"),
+    "text": ("exact_match", "contains", "token_f1", "rouge_l", "chrf"),
 }
 
 # A slice of the reference answer's content rather than of an item's metadata.
@@ -73,6 +73,12 @@ class ModelConfig(Section):
     )
     trust_remote_code: bool = Field(
         False, description="Run Python code shipped with the model. Only for models you trust."
+    )
+    chat_template: str | None = Field(
+        None,
+        description="A Jinja chat template (a file path, or a built-in name such as "
+        "`chatml-tools`) used instead of the model's own, e.g. for tool calls its own cannot "
+        "render.",
     )
     license_ack: str | None = Field(
         None,
@@ -109,6 +115,43 @@ class DataConfig(Section):
     split: SplitConfig = SplitConfig()
 
 
+class KnowledgeConfig(Section):
+    """Documents to retrieve from (`evaluate/knowledge.py`): chunked, indexed once, and the
+    top `k` passages put in the prompt of every `rag` rung."""
+
+    paths: list[Path] = Field(
+        min_length=1, description="Folders (read recursively) and files of the documents."
+    )
+    chunk_words: int = Field(200, gt=0, description="Words per passage.")
+    overlap_words: int = Field(40, ge=0, description="Words two neighbouring passages share.")
+    k: int = Field(4, gt=0, description="Passages retrieved per item.")
+    retriever: Literal["bm25", "dense"] = Field(
+        "bm25", description="BM25 over words, or dense embeddings (needs `embedder`)."
+    )
+    embedder: str | None = Field(
+        None, description="A local sentence-transformers model folder, for `retriever: dense`."
+    )
+    source_field: str = Field(
+        "document",
+        description="Item metadata naming the document (or passage id) that answers it; where "
+        "items carry it, the retrieval hit rate is reported.",
+    )
+
+    @model_validator(mode="after")
+    def _overlap_and_embedder(self) -> KnowledgeConfig:
+        if self.overlap_words >= self.chunk_words:
+            raise ValueError(
+                f"overlap_words ({self.overlap_words}) must be smaller than chunk_words "
+                f"({self.chunk_words})"
+            )
+        if self.retriever == "dense" and not self.embedder:
+            raise ValueError(
+                "retriever `dense` needs `embedder`: the folder of a local "
+                "sentence-transformers model (or use retriever: bm25)"
+            )
+        return self
+
+
 class TaskConfig(Section):
     kind: Literal["auto", "label", "json", "text"] = Field(
         "auto", description="Decides the metrics; `auto` infers it from the references."
@@ -133,6 +176,21 @@ class TaskConfig(Section):
         description="The score at which the task counts as solved: `advise` says prompting is "
         "enough when a prompting rung reaches it.",
     )
+    knowledge: KnowledgeConfig | None = Field(
+        None,
+        description="The documents the `rag` rungs retrieve passages from: a folder or files "
+        "(markdown, text, HTML, PDF), or the full section.",
+    )
+
+    @field_validator("knowledge", mode="before")
+    @classmethod
+    def _knowledge_shorthand(cls, value: Any) -> Any:
+        """`knowledge: docs/` or `knowledge: [a.md, b.md]` is `knowledge: {paths: [...]}`."""
+        if isinstance(value, str):
+            return {"paths": [value]}
+        if isinstance(value, list):
+            return {"paths": value}
+        return value
 
     def problems(self, judge: bool) -> list[tuple[tuple, str, str]]:
         """Mistakes that would otherwise surface only after generation, as (field path, what,
@@ -376,6 +434,49 @@ class JudgeConfig(Section):
     )
 
 
+PROMPTINGS = ("zero-shot", "few-shot", "rag")
+RUNG_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class EndpointConfig(Section):
+    """A model behind an OpenAI-compatible API (the hosted model a team uses today), asked the
+    held-out items as a rung of the ladder. The key comes from the environment, never here."""
+
+    name: str = Field(pattern=RUNG_NAME, description="The rung's name, e.g. gpt-4o-mini.")
+    url: str = Field(description="Base URL of the API, e.g. https://api.openai.com/v1")
+    model: str = Field(description="Model name the endpoint serves.")
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the API key (unset: no key sent)."
+    )
+    price_in: float = Field(0.0, ge=0, description="USD per million prompt tokens.")
+    price_out: float = Field(0.0, ge=0, description="USD per million completion tokens.")
+    prompts: list[Literal["zero-shot", "few-shot", "rag"]] = Field(
+        ["zero-shot"],
+        min_length=1,
+        description="How it is asked: rung `<name>` (zero-shot), `<name>+few-shot`, "
+        "`<name>+rag` (needs task.knowledge).",
+    )
+    concurrency: int = Field(8, gt=0, description="Requests in flight at once.")
+    rate_limit: float | None = Field(
+        None, gt=0, description="Most requests per second (unset: no limit)."
+    )
+    timeout_s: float = Field(60, gt=0, description="Seconds before a request is abandoned.")
+    retries: int = Field(3, ge=0, description="Retries of a failed, timed-out or 429/5xx call.")
+
+
+class RecordedConfig(Section):
+    """Answers recorded from a system that cannot be called any more (last year's production
+    model, a vendor's retired fine-tune), scored as a rung."""
+
+    name: str = Field(pattern=RUNG_NAME, description="The rung's name.")
+    path: Path = Field(
+        description='JSONL, one answer a line: {"id" or "prompt": ..., "answer": ...}, '
+        "optionally with latency_s, prompt_tokens, completion_tokens."
+    )
+    price_in: float = Field(0.0, ge=0, description="USD per million prompt tokens.")
+    price_out: float = Field(0.0, ge=0, description="USD per million completion tokens.")
+
+
 class EvalConfig(Section):
     max_new_tokens: int | None = Field(
         None,
@@ -402,6 +503,18 @@ class EvalConfig(Section):
     )
     judge: JudgeConfig | None = Field(
         None, description="Optional LLM-as-judge on an OpenAI-compatible endpoint."
+    )
+    endpoints: list[EndpointConfig] = Field(
+        [], description="Models behind OpenAI-compatible APIs scored as rungs of the ladder."
+    )
+    recorded: list[RecordedConfig] = Field(
+        [], description="Recorded answers (a JSONL file each) scored as rungs of the ladder."
+    )
+    price_per_hour: float | None = Field(
+        None,
+        ge=0,
+        description="USD per hour of this machine: a local rung's cost per 1,000 requests is "
+        "its measured time at this price (unset: local cost is not shown).",
     )
 
     @field_validator("slices")
@@ -447,6 +560,15 @@ class SuiteConfig(Section):
     )
 
 
+class MatchConfig(Section):
+    """Ship a cheaper model that matches a named rung: non-inferiority instead of superiority."""
+
+    rung: str = Field(description="The rung to match, e.g. an endpoint's name.")
+    tolerance: float = Field(
+        0.02, ge=0, le=1, description="Largest allowed shortfall (0.02 = 2 percentage points)."
+    )
+
+
 class GateConfig(Section):
     """When a tuned model may ship. Probe rates are fractions (0.05 = 5 percentage points).
 
@@ -457,8 +579,15 @@ class GateConfig(Section):
     margin: float = Field(
         0.02, ge=0, description="Tuned must beat the best ladder rung by at least this."
     )
-    rungs: list[Literal["zero-shot", "few-shot", "retrieval-few-shot"]] = Field(
-        ["zero-shot", "few-shot", "retrieval-few-shot"], description="Ladder rungs to beat."
+    rungs: list[str] = Field(
+        ["zero-shot", "few-shot", "retrieval-few-shot"],
+        description="Ladder rungs to beat: the base model's (zero-shot, few-shot, "
+        "retrieval-few-shot, rag) and any endpoint or recorded rung by name.",
+    )
+    match: MatchConfig | None = Field(
+        None,
+        description="Instead of beating the rungs, match this one within a tolerance (the "
+        "'cheaper model, same quality' decision).",
     )
     general_drop: float = Field(
         0.05, ge=0, le=1, description="Largest allowed drop of the general-capability score."
@@ -528,6 +657,57 @@ class Recipe(Section):
             self.data.csv = CsvConfig()
         return self
 
+    def rung_names(self) -> list[str]:
+        """Every rung this recipe can score before training: the base model's prompting rungs
+        (`rag` only with task.knowledge), then each endpoint's and recorded answers' rungs."""
+        base = ["zero-shot", "few-shot", "retrieval-few-shot"]
+        base += ["rag"] if self.task.knowledge else []
+        endpoints = [
+            e.name if p == "zero-shot" else f"{e.name}+{p}"
+            for e in self.eval.endpoints
+            for p in e.prompts
+        ]
+        return base + endpoints + [r.name for r in self.eval.recorded]
+
+    def rung_problems(self) -> list[tuple[tuple, str, str]]:
+        """Rung names that clash or are unknown, and `rag` asked without documents."""
+        found = []
+        known = self.rung_names()
+        reserved = {"zero-shot", "few-shot", "retrieval-few-shot", "rag", "tuned"}
+        seen: set[str] = set()
+        named = [("endpoints", i, e.name) for i, e in enumerate(self.eval.endpoints)]
+        named += [("recorded", i, r.name) for i, r in enumerate(self.eval.recorded)]
+        for where, i, name in named:
+            if name in reserved or name in seen:
+                found.append((
+                    ("eval", where, i, "name"),
+                    f"the rung name `{name}` is "
+                    + ("taken by a base-model rung" if name in reserved else "used twice"),
+                    "give each endpoint and recorded rung its own name",
+                ))  # fmt: skip
+            seen.add(name)
+        for i, e in enumerate(self.eval.endpoints):
+            if "rag" in e.prompts and not self.task.knowledge:
+                found.append((
+                    ("eval", "endpoints", i, "prompts"),
+                    f"endpoint `{e.name}` is asked with `rag`, but task.knowledge is not set",
+                    "set task.knowledge to the documents' folder, or drop `rag`",
+                ))  # fmt: skip
+        for i, rung in enumerate(self.gate.rungs):
+            if rung not in known:
+                found.append((
+                    ("gate", "rungs", i),
+                    f"`{rung}` is not a rung of this recipe",
+                    f"choose from: {', '.join(known)}",
+                ))  # fmt: skip
+        if self.gate.match and self.gate.match.rung not in known:
+            found.append((
+                ("gate", "match", "rung"),
+                f"`{self.gate.match.rung}` is not a rung of this recipe",
+                f"choose from: {', '.join(known)}",
+            ))  # fmt: skip
+        return found
+
     def resolved(self, base: Path) -> Recipe:
         """The same recipe with every path made absolute against `base` (the recipe's folder)."""
         out = self.model_copy(deep=True)
@@ -541,6 +721,13 @@ class Recipe(Section):
         out.train.distill.teacher_adapter = absolute(out.train.distill.teacher_adapter)
         for suite in out.gate.suites.values():
             suite.path = absolute(suite.path)
+        for recorded in out.eval.recorded:
+            recorded.path = absolute(recorded.path)
+        if out.task.knowledge:
+            out.task.knowledge.paths = [absolute(p) for p in out.task.knowledge.paths]
+        template = out.model.chat_template
+        if template and (base / template).is_file():
+            out.model.chat_template = str((base / template).resolve())
         teacher = out.train.distill.teacher
         if teacher and not Path(teacher).is_absolute() and (base / teacher).exists():
             out.train.distill.teacher = str((base / teacher).resolve())
@@ -604,6 +791,7 @@ def validate_recipe(raw: dict, source: Path | str = "recipe", node: Any = None) 
         ) from None
     problems = []
     found = recipe.train.conflicts() + recipe.task.problems(judge=recipe.eval.judge is not None)
+    found += recipe.rung_problems()
     for loc, what, fix in found:
         line = _line_of(node, loc)
         field = _field_of(loc)

@@ -190,7 +190,7 @@ def test_eval_cli_refuses_an_unknown_rung(tmp_path):
     run = make_run(tmp_path, tuned=[1] * 4, base_refused=rate(54, 60), tuned_refused=rate(51, 60))
     code, _, err = tuneloop("eval", str(run.path), "--rung", "two-shot")
     assert code == 2
-    assert "unknown rung(s) ['two-shot']" in err and "retrieval-few-shot" in err
+    assert "`two-shot` is not a rung of this recipe" in err and "retrieval-few-shot" in err
 
 
 def test_a_base_near_guessing_cannot_show_forgetting_and_says_so(tmp_path):

@@ -69,8 +69,11 @@ def test_ladder_rungs_write_per_item_results_with_intervals_and_slices(ladder_ru
 def test_every_rung_and_the_probes_generate_in_one_batched_call(monkeypatch, tiny_tokenizer):
     calls = []
 
-    def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size, precision, progress):
+    def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size, precision, progress,
+                      usage=None):  # fmt: skip
         calls.append((len(prompts), batch_size))
+        if usage is not None:
+            usage[:] = [{} for _ in prompts]
         return ["alpha"] * len(prompts)
 
     monkeypatch.setattr(run_mod, "generate", fake_generate)
@@ -106,7 +109,8 @@ def test_task_kind_and_scores_for_json_and_text():
     }
     assert summary["json_schema"] == 0.5
     summary, items = run_mod.score("text", ["the cat sat"], ["the cat sat down"])
-    assert set(items[0]) == {"exact_match", "rouge_l", "chrf"}
+    assert set(items[0]) == {"exact_match", "contains", "token_f1", "rouge_l", "chrf"}
+    assert items[0]["contains"] == 0.0 and items[0]["token_f1"] == 0.8
     assert "bleu" in summary and summary["rouge_l"] == pytest.approx(0.8571, abs=1e-4)
 
 

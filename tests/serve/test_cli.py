@@ -5,24 +5,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import train_tiny_run
+from conftest import Server, train_tiny_run
 from tuneloop.cli.main import app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def call(port: int, method: str, path: str, body=None, key: str | None = None):
@@ -44,34 +32,10 @@ def run(tmp_path_factory, tiny_model_dir):
 
 
 def test_serve_a_run_then_monitor_its_log(run, tmp_path):
-    port, log = free_port(), tmp_path / "requests.jsonl"
-    env = {**os.environ, "TUNELOOP_API_KEY": "k3y"}
-    command = [
-        sys.executable,
-        "-m",
-        "tuneloop.cli.main",
-        "serve",
-        f"tiny={run.path}",
-        "--port",
-        str(port),
-        "--precision",
-        "fp32",
-        "--log",
-        str(log),
-        "--log-sample",
-        "1",
-    ]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.stdout.read().decode()
-            assert time.monotonic() < deadline, "the server did not come up"
-            try:
-                if call(port, "GET", "/health")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.2)
+    log = tmp_path / "requests.jsonl"
+    args = (f"tiny={run.path}", "--precision", "fp32", "--log", str(log), "--log-sample", "1")
+    with Server(*args, env={"TUNELOOP_API_KEY": "k3y"}) as server:
+        port = server.port
         status, models = call(port, "GET", "/v1/models", key="k3y")
         assert status == 200 and [m["id"] for m in models["data"]] == ["__base__", "tiny"]
         assert call(port, "GET", "/v1/models", key="wrong")[0] == 401
@@ -84,13 +48,6 @@ def test_serve_a_run_then_monitor_its_log(run, tmp_path):
             status, out = call(port, "POST", "/v1/chat/completions", body, key="k3y")
             assert status == 200, out
             assert out["usage"]["completion_tokens"] <= 6  # the run's eval.max_new_tokens
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=30)
     assert len(log.read_text().splitlines()) == len(items)
 
     runner = CliRunner()

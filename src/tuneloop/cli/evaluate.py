@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from tuneloop.cli.common import WORKSPACE, quiet_libraries, user_errors
-from tuneloop.errors import UserError
 
 app = typer.Typer()
 
@@ -19,7 +18,9 @@ def eval_(
     run: str = typer.Argument(..., help="Run id or folder."),
     rung: list[str] = typer.Option(
         ["zero-shot", "tuned"],
-        help="Rungs to evaluate: zero-shot, few-shot, retrieval-few-shot, tuned.",
+        help="Rungs to evaluate: zero-shot, few-shot, retrieval-few-shot, rag (with "
+        "task.knowledge), an endpoint's or recorded rung by name (eval.endpoints, "
+        "eval.recorded), tuned.",
     ),
     probes: bool = typer.Option(
         False, help="Also ask the shipped general and safety probes, of the base and tuned model."
@@ -37,14 +38,11 @@ def eval_(
 ) -> None:
     """Evaluate rungs of the ladder and the tuned model on the run's held-out items."""
     quiet_libraries()
-    from tuneloop.evaluate.run import RUNGS, evaluate_run
+    from tuneloop.evaluate.run import evaluate_run
     from tuneloop.quickstart import verdict_table
     from tuneloop.report.diversity import mode_collapse
     from tuneloop.workspace import find_run
 
-    unknown = [r for r in rung if r not in RUNGS]
-    if unknown:
-        raise UserError(f"unknown rung(s) {unknown}", "--rung", f"choose from {', '.join(RUNGS)}")
     target = find_run(run, workspace)
     results = evaluate_run(
         target,

@@ -1,14 +1,18 @@
 """`tuneloop advise`: should this task be fine-tuned at all? Measured, before any training.
 
-1. the prompting rungs of the ladder (zero-shot, few-shot, retrieval few-shot) answer the
-   held-out split (the same split `train` will hold out), scored with the task's metrics, each
-   with a confidence interval;
+1. every rung of the ladder answers the held-out split (the same split `train` will hold out),
+   scored with the task's metrics, each with a confidence interval, prompt tokens, p50/p95
+   latency and cost per 1,000 requests (`cost.py`): the base model's prompting rungs
+   (zero-shot, few-shot, retrieval few-shot, and RAG over task.knowledge), and the hosted
+   models and recorded answers of eval.endpoints and eval.recorded;
 2. the data lint's red flags;
 3. the cost of training on this hardware, from a few measured steps;
 4. the base model's license;
 5. a recommendation with its reasons: *fix the data first* (lint errors, or too little data to
-   train on), *prompting is enough* (a prompting rung reaches `task.target`), or *fine-tuning is
-   expected to help* (every rung falls short and there is data to learn from);
+   train on), *prompting is enough* (a prompting rung of the base model reaches `task.target`),
+   or *fine-tuning is expected to help* (every such rung falls short and there is data to learn
+   from); a hosted or recorded rung is the bar a tuned model must reach, with its cost beside
+   the local rungs';
 6. the gate's power: how many held-out items the gate needs, at `gate.power`, to show that a
    tuned model reaching `task.target` beats the best rung by `gate.margin`, and what gain the
    held-out items on hand can show. Said before training, so the held-out set can grow first.
@@ -21,7 +25,8 @@ from dataclasses import asdict, dataclass
 
 from tuneloop.config import Recipe
 from tuneloop.data.lint import Finding, format_findings, lint_examples
-from tuneloop.evaluate.ladder import LADDER
+from tuneloop.evaluate.cost import money, rung_table, seconds
+from tuneloop.evaluate.ladder import rung_of
 from tuneloop.evaluate.license import LicenseInfo, model_license
 from tuneloop.files import write_json
 
@@ -139,6 +144,49 @@ def gate_power(
     }  # fmt: skip
 
 
+def match_power(
+    summary: dict, metric: str, tolerance: float, n: int, confidence: float, power: float
+) -> dict:
+    """Held-out items the gate's match condition needs (gate.match): a tuned model exactly as
+    good as the rung shows it is no worse than `tolerance` below it at `power` with this many
+    (conservative, as in `gate_power`: two systems that err on the same items need fewer).
+
+        >>> match_power({"rung": "gpt", "exact_match": 0.8}, "exact_match", 0.05, 200, 0.95, 0.8)
+        {'rung': 'gpt', 'score': 0.8, 'tolerance': 0.05, 'items_needed': 1005, 'n_heldout': 200}
+    """
+    from tuneloop.evaluate.stats import items_for_power, paired_sd_bound
+
+    score = summary[metric]
+    sd = paired_sd_bound(score, score)
+    needed = items_for_power(0.0, sd, -tolerance, confidence, power)
+    return {"rung": summary["rung"], "score": score, "tolerance": tolerance,
+            "items_needed": needed, "n_heldout": n}  # fmt: skip
+
+
+def hosted_reasons(rungs: dict[str, dict], metric: str, recipe: Recipe) -> list[str]:
+    """What the hosted and recorded rungs mean for the decision: the bar, and its price."""
+    reasons = []
+    for name, s in rungs.items():
+        if s["asks"] not in ("endpoint", "recorded"):
+            continue
+        ci = s["ci"][metric]
+        cost = s["cost"]
+        priced = f"{money(cost['cost_per_1k'])} per 1,000 requests" + (
+            f" ({cost['cost_note']})" if cost["cost_note"] else ""
+        )
+        reasons.append(
+            f"{name} ({s['answered_by']}) scores {s[metric]:.1%} [{ci['low']:.1%}, "
+            f"{ci['high']:.1%}] at {priced}, p50 latency {seconds(cost['latency_p50_s'])}: "
+            + (
+                f"the gate asks the tuned model to match it within "
+                f"{recipe.gate.match.tolerance * 100:.1f} points (gate.match)"
+                if recipe.gate.match and recipe.gate.match.rung == name
+                else "to replace it, a tuned model must match it; set gate.match to decide so"
+            )
+        )
+    return reasons
+
+
 def power_sentence(p: dict) -> str:
     """The gate's power in words, for the advice and its reasons."""
     head = (
@@ -164,6 +212,12 @@ def power_sentence(p: dict) -> str:
         )
     else:
         head += f"; with {p['n_heldout']} no gain over this rung can be shown"
+    if m := p.get("match"):
+        head += (
+            f". Matching {m['rung']} within {m['tolerance'] * 100:.1f} points (gate.match) at "
+            f"{p['power']:.0%} power needs about {m['items_needed']} held-out items if the "
+            f"tuned model is as good as it (you have {m['n_heldout']})"
+        )
     return head
 
 
@@ -173,7 +227,7 @@ def advise(recipe: Recipe, progress: bool = True, measure_steps: int = 3) -> Adv
 
     from tuneloop.data.prepare import load_datasets
     from tuneloop.evaluate.estimate import measure_training
-    from tuneloop.evaluate.run import evaluate_rung, task_kind
+    from tuneloop.evaluate.run import evaluate_rung, load_knowledge_of, task_kind
     from tuneloop.evaluate.scoring import primary_metric
     from tuneloop.models.load import load
     from tuneloop.train.loop import resolve_precision
@@ -187,22 +241,28 @@ def advise(recipe: Recipe, progress: bool = True, measure_steps: int = 3) -> Adv
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     precision = resolve_precision(recipe.train.precision, device)
+    specs = [rung_of(name, recipe) for name in recipe.rung_names()]
+    knowledge = load_knowledge_of(recipe) if any(r.prompting == "rag" for r in specs) else None
     rungs = {}
-    for rung in LADDER:
-        result = evaluate_rung(
-            model, tokenizer, rung, heldout, recipe, precision, progress, data.train
-        )
-        rungs[rung] = result.summary
+    for spec in specs:
+        result = evaluate_rung(model, tokenizer, spec, heldout, recipe, precision, progress,
+                               data.train, knowledge)  # fmt: skip
+        rungs[spec.name] = result.summary
     estimate = None
     if measure_steps > 0:
         estimate = measure_training(
             model, tokenizer, data.train, recipe, measure_steps, device, source
         )
-    verdict, reasons = recommend(rungs, metric, recipe.task.target, findings, len(data.train))
-    best = max(rungs, key=lambda r: rungs[r][metric])
+    local = {name: s for name, s in rungs.items() if s["asks"] == "base"}
+    verdict, reasons = recommend(local, metric, recipe.task.target, findings, len(data.train))
+    reasons += hosted_reasons(rungs, metric, recipe)
+    best = max(local, key=lambda r: local[r][metric])
     gate, ev = recipe.gate, recipe.eval
     power = gate_power(best, rungs[best][metric], recipe.task.target, gate.margin,
                        len(heldout), ev.confidence, gate.power)  # fmt: skip
+    if gate.match is not None:
+        power["match"] = match_power(rungs[gate.match.rung], metric, gate.match.tolerance,
+                                     len(heldout), ev.confidence, gate.power)  # fmt: skip
     if verdict == FINE_TUNE and (
         power["items_needed"] is None or power["items_needed"] > len(heldout)
     ):
@@ -228,9 +288,19 @@ def advise(recipe: Recipe, progress: bool = True, measure_steps: int = 3) -> Adv
         reasons,
         power,
     )
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    write_json(recipe.workspace / "advice" / f"{stamp}-{recipe.name}.json", advice.to_dict())
+    write_json(advice_path(recipe.workspace / "advice", recipe.name), advice.to_dict())
     return advice
+
+
+def advice_path(folder, name: str):
+    """`<time>-<recipe>.json` in `folder`, `-2`, `-3`... added for advice given in the same
+    second: an earlier advice is never overwritten."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, n = folder / f"{stamp}-{name}.json", 1
+    while path.exists():
+        n += 1
+        path = folder / f"{stamp}-{name}-{n}.json"
+    return path
 
 
 def _gib(n: int | None) -> str:
@@ -242,22 +312,20 @@ def format_advice(a: Advice) -> str:
         f"advice for `{a.recipe}` on {a.model}: {a.n_train} train / {a.n_heldout} held-out "
         f"items, task {a.task}, metric {a.metric}",
         "",
-        "ladder (base model, held-out):",
+        "ladder (held-out items; cost per 1,000 requests):",
     ]
-    rows = [("rung", a.metric, "95% CI", "prompt tokens", "seconds")]
-    for rung, s in a.rungs.items():
-        ci = s["ci"][a.metric]
-        rows.append(
-            (
-                rung,
-                f"{s[a.metric]:.1%}",
-                f"[{ci['low']:.1%}, {ci['high']:.1%}]",
-                f"{s.get('prompt_tokens_mean', 0):.0f}",
-                f"{s['seconds']:.0f}",
+    lines += ["  " + row for row in rung_table(a.rungs, a.metric)]
+    notes = sorted(
+        {note for s in a.rungs.values() if (note := (s.get("cost") or {}).get("cost_note"))}
+    )
+    lines += [f"  cost n/a: {note}" for note in notes]
+    for name, s in a.rungs.items():
+        if hit := (s.get("retrieval") or {}).get("hit_rate"):
+            lines.append(
+                f"  {name}: the passage that answers the item was retrieved for "
+                f"{hit['rate']:.1%} of the {hit['named']} items that name it (top "
+                f"{s['retrieval']['k']})"
             )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines += ["", "data lint:", "  " + format_findings(a.findings).replace("\n", "\n  ")]
     if a.estimate:
         e = a.estimate

@@ -3,7 +3,9 @@ else broke. Every condition is a paired test on the same items, with its interva
 the recipe's `gate:` section):
 
 1. task (superiority): tuned minus the best ladder rung, item by item, with the whole CI above
-   `margin`;
+   `margin`; or, with `gate.match` (the "cheaper model, same quality" decision), task
+   (non-inferiority): tuned minus the named rung (say, the hosted model a team pays for), with
+   the whole CI above -tolerance;
 2. general (non-inferiority): the general-skill score (standard suites such as MMLU, GSM8K and
    IFEval, else the built-in probes) may fall by at most `general_drop`: the CI's lower end stays
    above -general_drop. A base that scores within twice that of guessing cannot show a loss, and
@@ -21,8 +23,9 @@ it, and `gate.inconclusive` says whether it counts as a pass (default: fail). Th
 rests on a point estimate.
 
 The gap between the tuned model's scores on its training items and on held-out items is
-reported too (overfitting), but does not decide. Missing evaluations are run first; the verdict is
-saved as `gate.json` in the run folder.
+reported too (overfitting), and so are the quality, latency and cost per 1,000 requests of
+every rung and of the tuned model (`cost.py`), but they do not decide. Missing evaluations are
+run first; the verdict is saved as `gate.json` in the run folder.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from tuneloop.config import GateConfig, load_recipe
 from tuneloop.errors import UserError
 from tuneloop.evaluate.compare import compare_items, paired_scores
+from tuneloop.evaluate.cost import money, rung_table
 from tuneloop.evaluate.preference import load_preference
 from tuneloop.evaluate.run import evaluate_run, load_items
 from tuneloop.evaluate.stats import PairedTest, mean_ci, paired_test
@@ -61,6 +65,7 @@ class GateReport:
     ladder: dict[str, dict]
     overfit: dict | None = None
     preference: dict | None = None
+    costs: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """The report as saved: `reasons` holds each condition as one line (failures first)."""
@@ -97,13 +102,18 @@ def needed(run: Run, gate: GateConfig, suites: list[Suite]) -> tuple[tuple, tupl
     """The rungs, probe models and train-gap evaluation the gate still lacks for `run`: a probe
     evaluation counts only if it was made on the same sample of every suite."""
     ev = run.eval_dir
-    rungs = tuple(r for r in (*gate.rungs, "tuned") if not (ev / f"{r}.jsonl").is_file())
+    rungs = tuple(r for r in (*gated_rungs(gate), "tuned") if not (ev / f"{r}.jsonl").is_file())
     probes = tuple(
         who
         for who in ("base", "tuned")
         if not all(is_current(ev / "probes" / f"{who}-{s.name}.json", s) for s in suites)
     )
     return rungs, probes, not (ev / "train" / "tuned.jsonl").is_file()
+
+
+def gated_rungs(gate: GateConfig) -> list[str]:
+    """The rungs the task condition reads: the one to match (gate.match), else gate.rungs."""
+    return [gate.match.rung] if gate.match else list(gate.rungs)
 
 
 def tested_numbers(t: PairedTest) -> dict:
@@ -169,6 +179,28 @@ def task_condition(
     if t.status == "fail" or (t.status == "inconclusive" and t.items_needed is None):
         condition.sentence += " Prompting is as good: the tuned model does not pay (gate.margin)."
     return condition, per_rung
+
+
+def match_condition(
+    rung: str, items: list[dict], tuned: list[dict], metric: str, gate: GateConfig,
+    confidence: float, n_boot: int, seed: int,
+) -> tuple[Condition, dict]:  # fmt: skip
+    """Tuned against the rung named in gate.match, paired item by item: non-inferiority, the
+    whole CI of tuned minus the rung above -tolerance."""
+    tolerance = gate.match.tolerance
+    compared = compare_items(items, tuned, metric, confidence, n_boot, seed)
+    p = compared["paired"]
+    a, b = paired_scores(items, tuned, metric)
+    t = paired_test(a, b, -tolerance, confidence, n_boot, seed, gate.power)
+    detail = (
+        f"tuned scores {_pct(p['mean_b'])} {metric} against {_pct(p['mean_a'])} for {rung} "
+        f"(gate.match) on {p['n']} held-out items, change"
+    )
+    numbers = {"matched_rung": rung, "mean_rung": p["mean_a"], "mean_tuned": p["mean_b"]}
+    numbers["tolerance"] = tolerance
+    condition = verdict("task", t, detail, gate, numbers)
+    condition.sentence += f" Tolerance: gate.match.tolerance = {tolerance * 100:.1f} points."
+    return condition, {rung: compared}
 
 
 # Each probe condition: the items' kind, their score, whether a higher score is better, the
@@ -320,7 +352,7 @@ def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport
     suites = probe_suites(recipe)
     rungs, probe_models, train_gap = needed(run, gate, suites)
     if fresh:
-        rungs, probe_models, train_gap = (*gate.rungs, "tuned"), ("base", "tuned"), True
+        rungs, probe_models, train_gap = (*gated_rungs(gate), "tuned"), ("base", "tuned"), True
     train_gap = train_gap and ev.train_sample > 0
     preference = recipe.train.objective == "dpo" and (fresh or load_preference(run) is None)
     if rungs or probe_models or train_gap or preference:
@@ -330,7 +362,7 @@ def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport
 
     tuned = load_items(run.eval_dir / "tuned.jsonl")
     metric = json.loads((run.eval_dir / "tuned.json").read_text())["metric"]
-    ladder = {r: load_items(run.eval_dir / f"{r}.jsonl") for r in gate.rungs}
+    ladder = {r: load_items(run.eval_dir / f"{r}.jsonl") for r in gated_rungs(gate)}
     for rung, items in ladder.items():
         if len(items) != len(tuned):
             raise UserError(
@@ -339,7 +371,11 @@ def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport
                 f"re-evaluate everything on the same items: tuneloop gate {run.id} --fresh",
             )
     stats = (ev.confidence, ev.bootstrap, ev.seed)
-    task, per_rung = task_condition(ladder, tuned, metric, gate, *stats)
+    if gate.match:
+        rung = gate.match.rung
+        task, per_rung = match_condition(rung, ladder[rung], tuned, metric, gate, *stats)
+    else:
+        task, per_rung = task_condition(ladder, tuned, metric, gate, *stats)
     answers = {
         who: [
             i for s in suites for i in load_items(run.eval_dir / "probes" / f"{who}-{s.name}.jsonl")
@@ -370,12 +406,42 @@ def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport
         ladder_summary,
         overfit,
         load_preference(run),
+        rung_costs(run, [*gated_rungs(gate), "tuned"]),
     )
     write_json(run.path / "gate.json", report.to_dict())
     from tuneloop.registry import record
 
     record.gate(run.path, run.id, report.passed, [c.sentence for c in conditions])
     return report
+
+
+def rung_costs(run: Run, rungs: list[str]) -> dict[str, dict]:
+    """The saved summary of each rung, for the table of quality, latency and cost."""
+    out = {}
+    for rung in rungs:
+        path = run.eval_dir / f"{rung}.json"
+        s = json.loads(path.read_text()) if path.is_file() else {}
+        if s.get("metric") in s and "ci" in s:  # a summary with scores (not a bare stub)
+            keep = ("rung", "asks", "answered_by", "metric", "n", "ci", "prompt_tokens_mean")
+            out[rung] = {k: s.get(k) for k in keep} | {s["metric"]: s[s["metric"]]}
+            out[rung]["cost"] = s.get("cost") or {}
+    return out
+
+
+def cost_sentence(report: GateReport) -> str | None:
+    """Tuned's cost per 1,000 requests beside the rung it is gated against, when both are
+    known: the reason a cheaper model that matches is worth shipping."""
+    tuned = (report.costs.get("tuned") or {}).get("cost", {}).get("cost_per_1k")
+    other = report.conditions[0].numbers.get("matched_rung") or report.conditions[0].numbers.get(
+        "best_rung"
+    )
+    theirs = (report.costs.get(other) or {}).get("cost", {}).get("cost_per_1k")
+    if tuned is None or theirs is None:
+        return None
+    ratio = f", {theirs / tuned:.1f}x cheaper" if tuned > 0 and theirs > tuned else ""
+    return (
+        f"tuned costs {money(tuned)} per 1,000 requests against {money(theirs)} for {other}" + ratio
+    )
 
 
 def format_gate(report: GateReport) -> str:
@@ -389,6 +455,11 @@ def format_gate(report: GateReport) -> str:
         lines.append(f"  [{_label(c)}] {c.name}{counted}: {c.sentence}")
     if report.overfit:
         lines.append(f"  overfitting (reported, not gated): {report.overfit['note']}")
+    if report.costs:
+        lines.append("  quality, latency and cost (reported, not gated):")
+        lines += [f"    {row}" for row in rung_table(report.costs, report.metric)]
+        if sentence := cost_sentence(report):
+            lines.append(f"    {sentence}")
     if p := report.preference:
         lo, hi = p["reward_accuracy_ci"]
         lines.append(

@@ -1,10 +1,22 @@
-"""The adaptation ladder's prompting rungs: how the base model is asked, before any training.
+"""The adaptation ladder's rungs: who answers the held-out items, and how they are asked.
+
+A rung is a model and a way of prompting it (`Rung`, from its name by `rung_of`):
+
+- the base model: `zero-shot`, `few-shot`, `retrieval-few-shot` and `rag`;
+- a model behind an OpenAI-compatible API (`eval.endpoints`, the hosted model a team uses
+  today): `<name>` is asked zero-shot, `<name>+few-shot` and `<name>+rag` as the base model is;
+- recorded answers (`eval.recorded`): `<name>`, from a file, for a system that cannot be called;
+- `tuned`: the base model with the run's adapter, asked zero-shot.
+
+The ways of prompting:
 
 - `zero-shot`: the task instruction (system prompt) and the item, nothing else;
 - `few-shot`: the same k examples from train, as earlier user/assistant turns, before every item;
   shots are drawn from the train examples that share the items' system prompt (the task's);
 - `retrieval-few-shot`: the k train examples nearest to each item (BM25 over the user text),
-  the nearest placed last, next to the question.
+  the nearest placed last, next to the question;
+- `rag`: the k passages of the user's documents (`task.knowledge`, `knowledge.py`) nearest to
+  the item, put in its user turn; the retrieved passage ids are kept per item.
 
 When no train example shares a system prompt with the items (held-out asked under another
 instruction than train), both rungs draw from all of train, each item keeps its own system
@@ -26,11 +38,57 @@ from __future__ import annotations
 import random
 import re
 import warnings
+from dataclasses import dataclass
 
+from tuneloop.config import EndpointConfig, Recipe, RecordedConfig
 from tuneloop.data.records import Example
 from tuneloop.errors import UserError
 
 LADDER = ("zero-shot", "few-shot", "retrieval-few-shot")
+PROMPTINGS = (*LADDER, "rag")
+
+
+@dataclass(frozen=True)
+class Rung:
+    """`asks`: who answers ("base", "tuned", "endpoint" or "recorded"); `prompting`: how."""
+
+    name: str
+    asks: str
+    prompting: str = "zero-shot"
+    endpoint: EndpointConfig | None = None
+    recorded: RecordedConfig | None = None
+
+
+def rung_of(name: str, recipe: Recipe) -> Rung:
+    """The rung a name stands for in this recipe; an unknown name is a `UserError`.
+
+    >>> from tuneloop.config import validate_recipe
+    >>> recipe = validate_recipe({"data": {"train": "t.jsonl"}, "eval": {"endpoints": [
+    ...     {"name": "gpt-4o-mini", "url": "http://x/v1", "model": "gpt-4o-mini",
+    ...      "prompts": ["zero-shot", "few-shot"]}]}})
+    >>> r = rung_of("gpt-4o-mini+few-shot", recipe)
+    >>> r.asks, r.prompting, r.endpoint.model
+    ('endpoint', 'few-shot', 'gpt-4o-mini')
+    """
+    if name == "tuned":
+        return Rung(name, "tuned")
+    known = recipe.rung_names()
+    if name not in known:
+        raise UserError(
+            f"`{name}` is not a rung of this recipe",
+            "--rung",
+            f"choose from: {', '.join([*known, 'tuned'])} (endpoints and recorded answers are "
+            "added in eval.endpoints and eval.recorded, `rag` by task.knowledge)",
+        )
+    if name in PROMPTINGS:
+        return Rung(name, "base", name)
+    for recorded in recipe.eval.recorded:
+        if name == recorded.name:
+            return Rung(name, "recorded", "zero-shot", recorded=recorded)
+    endpoint_name, _, prompting = name.partition("+")
+    endpoint = next(e for e in recipe.eval.endpoints if e.name == endpoint_name)
+    return Rung(name, "endpoint", prompting or "zero-shot", endpoint=endpoint)
+
 
 _TOKEN = re.compile(r"\w+")
 
@@ -167,7 +225,8 @@ def retrieval_prompts(
 def rung_prompts(
     rung: str, items: list[Example], train: list[Example], k_few: int, k_retrieval: int, seed: int
 ) -> list[list[dict[str, str]]]:
-    """The prompts a rung gives the model for `items` (the tuned rung is asked zero-shot)."""
+    """The prompts a way of prompting (or a base-model rung's name) gives the model for
+    `items` (the tuned rung is asked zero-shot). `rag` needs documents: `rag_prompts`."""
     if rung in ("zero-shot", "tuned"):
         return [ex.prompt_messages for ex in items]
     if rung == "few-shot":
@@ -175,3 +234,16 @@ def rung_prompts(
     if rung == "retrieval-few-shot":
         return retrieval_prompts(items, train, k_retrieval)
     raise ValueError(f"unknown rung {rung!r}; rungs are {', '.join((*LADDER, 'tuned'))}")
+
+
+def rag_prompts(items: list[Example], knowledge, k: int) -> tuple[list[list[dict]], list[list]]:
+    """Each item's prompt with the k passages of `knowledge` (a `knowledge.KnowledgeBase`)
+    nearest to its question, and the passages retrieved for each."""
+    from tuneloop.evaluate.knowledge import with_passages
+
+    found = knowledge.search_many([_query(ex) for ex in items], k)
+    prompts = [
+        with_passages(ex.prompt_messages, passages)
+        for ex, passages in zip(items, found, strict=True)
+    ]
+    return prompts, found

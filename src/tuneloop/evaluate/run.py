@@ -27,13 +27,12 @@ from tuneloop.data.prepare import run_examples
 from tuneloop.data.records import Example
 from tuneloop.errors import UserError
 from tuneloop.evaluate import metrics, scoring
-from tuneloop.evaluate.ladder import LADDER, rung_prompts, same_task
+from tuneloop.evaluate.ladder import Rung, rag_prompts, rung_of, rung_prompts, same_task
 from tuneloop.files import write_json, write_text
 from tuneloop.models import generate as gen
 from tuneloop.models.generate import generate
 from tuneloop.workspace import Run
 
-RUNGS = (*LADDER, "tuned")
 DEFAULT_RUNGS = ("zero-shot", "tuned")
 PROBE_MODELS = ("base", "tuned")
 
@@ -96,14 +95,17 @@ def score(
 def evaluate_rung(
     model,
     tokenizer,
-    rung: str,
+    rung: str | Rung,
     examples: list[Example],
     recipe: Recipe,
     precision: str,
     progress: bool = True,
     train: list[Example] | None = None,
+    knowledge=None,
 ) -> RungResult:
-    """Answer `examples` the way `rung` asks (shots come from `train`) and score the answers."""
+    """Answer `examples` the way `rung` asks (shots come from `train`, passages from
+    `knowledge`, loaded from task.knowledge when not given) and score the answers."""
+    spec = rung if isinstance(rung, Rung) else rung_of(rung, recipe)
     kind = task_kind(recipe, examples)
     if kind == "json":  # a broken reference is the data's mistake: say so before generating
         scoring.check_json_references([ex.reference for ex in examples],
@@ -112,21 +114,18 @@ def evaluate_rung(
     check_reference_slices(ev.slices, kind)
     refs = [ex.reference for ex in examples]
     budget = answer_budget(tokenizer, refs, ev.max_new_tokens)
-    prompts = rung_prompts(rung, examples, train or [], ev.few_shot_k, ev.retrieval_k, ev.seed)
-    cache = gen.active_cache()
-    hits_before = cache.hits if cache else 0
+    retrieved = None
+    if spec.prompting == "rag":
+        knowledge = knowledge or load_knowledge_of(recipe)
+        prompts, retrieved = rag_prompts(examples, knowledge, recipe.task.knowledge.k)
+    else:
+        prompts = rung_prompts(
+            spec.prompting, examples, train or [], ev.few_shot_k, ev.retrieval_k, ev.seed
+        )
     started = time.perf_counter()
-    preds = generate(
-        model,
-        tokenizer,
-        prompts,
-        max_new_tokens=budget["value"],
-        batch_size=ev.batch_size,
-        precision=precision,
-        progress=progress,
-    )
+    preds, usage, answered = answer(spec, model, tokenizer, prompts, examples, budget["value"],
+                                    recipe, precision, progress)  # fmt: skip
     seconds = time.perf_counter() - started
-    hits = cache.hits - hits_before if cache else 0
     summary, scores = score(kind, preds, refs, recipe, [ex.source for ex in examples])
     if ev.judge is not None:
         from tuneloop.evaluate.judge import judge_scores
@@ -151,23 +150,101 @@ def evaluate_rung(
             "prediction": pred,
             "scores": s,
             "meta": ex.meta,
+            "usage": u,
         }
-        for ex, ref, pred, s in zip(examples, refs, preds, scores, strict=True)
+        for ex, ref, pred, s, u in zip(examples, refs, preds, scores, usage, strict=True)
     ]
+    if retrieved is not None:
+        for item, passages in zip(items, retrieved, strict=True):
+            item["retrieved"] = [p.id for p in passages]
+        summary["retrieval"] = retrieval_summary(examples, retrieved, recipe, knowledge)
     if ev.slices:
         summary["slices"] = scoring.slices(items, ev.slices)
+    cost = rung_cost(spec, usage, recipe)
     summary = {
-        "rung": rung,
+        "rung": spec.name,
+        "asks": spec.asks,
+        "prompting": spec.prompting,
+        "answered_by": answered,
         "task": kind,
         "metric": metric,
         "n": len(examples),
         **summary,
         "seconds": round(seconds, 2),
-        "prompt_tokens_mean": _mean_prompt_tokens(tokenizer, prompts),
+        "prompt_tokens_mean": cost["prompt_tokens_mean"]
+        if cost["prompt_tokens_mean"] is not None
+        else _mean_prompt_tokens(tokenizer, prompts),
+        "cost": cost,
         "max_new_tokens": budget,
-        "generation_cache": _cache_note(cache, hits, len(preds)),
     }
-    return RungResult(rung, summary, items)
+    if spec.asks in ("base", "tuned"):
+        summary["generation_cache"] = _cache_note(gen.active_cache(), cost["cached"], len(preds))
+    return RungResult(spec.name, summary, items)
+
+
+def answer(spec: Rung, model, tokenizer, prompts, examples, max_new_tokens, recipe, precision,
+           progress) -> tuple[list[str], list[dict], str]:  # fmt: skip
+    """The answers of whoever the rung asks, the usage of each, and who answered (in words)."""
+    ev = recipe.eval
+    if spec.asks == "endpoint":
+        from tuneloop.models.remote import ChatEndpoint, active_reply_cache
+
+        e = spec.endpoint
+        index = recipe.eval.endpoints.index(e)
+        client = ChatEndpoint(
+            e.url, e.model, e.api_key_env, concurrency=e.concurrency, rate_limit=e.rate_limit,
+            timeout_s=e.timeout_s, retries=e.retries, cache=active_reply_cache(),
+            where=f"eval.endpoints[{index}]",
+        )  # fmt: skip
+        replies = client.chat(prompts, max_new_tokens, progress=progress)
+        return [r.text for r in replies], [r.usage for r in replies], f"{e.model} at {e.url}"
+    if spec.asks == "recorded":
+        from tuneloop.evaluate.recorded import recorded_answers
+
+        preds, usage = recorded_answers(spec.recorded, examples)
+        return preds, usage, f"answers recorded in {spec.recorded.path}"
+    usage: list[dict] = []
+    preds = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                     batch_size=ev.batch_size, precision=precision, progress=progress,
+                     usage=usage)  # fmt: skip
+    who = recipe.model.name + (" with the run's adapter" if spec.asks == "tuned" else "")
+    return preds, usage, who
+
+
+def rung_cost(spec: Rung, usage: list[dict], recipe: Recipe) -> dict:
+    """`cost.usage_summary` at the rung's prices: tokens for an endpoint or recorded answers,
+    this machine's time for a local model."""
+    from tuneloop.evaluate.cost import usage_summary
+
+    priced = spec.endpoint or spec.recorded
+    if priced is not None:
+        return usage_summary(usage, priced.price_in, priced.price_out)
+    return usage_summary(usage, price_per_hour=recipe.eval.price_per_hour)
+
+
+def load_knowledge_of(recipe: Recipe):
+    """The knowledge base of task.knowledge, indexed once (dense embeddings cached in the
+    workspace)."""
+    from tuneloop.evaluate.knowledge import load_knowledge
+
+    if recipe.task.knowledge is None:
+        raise UserError(
+            "a `rag` rung retrieves passages from task.knowledge, which is not set",
+            "task.knowledge",
+            "set task.knowledge to the folder (or files) of your documents",
+        )
+    return load_knowledge(recipe.task.knowledge, recipe.workspace / "knowledge")
+
+
+def retrieval_summary(examples: list[Example], retrieved: list[list], recipe: Recipe,
+                      knowledge) -> dict:  # fmt: skip
+    """The index retrieved from, k, and the hit rate where items name their source."""
+    from tuneloop.evaluate.knowledge import hit_rate, retrieval_hit
+
+    config = recipe.task.knowledge
+    hits = [retrieval_hit(ex.meta, passages, config.source_field)
+            for ex, passages in zip(examples, retrieved, strict=True)]  # fmt: skip
+    return {"k": config.k, "index": knowledge.describe(), "hit_rate": hit_rate(hits)}
 
 
 def check_reference_slices(slices: list[str], kind: str) -> None:
@@ -209,7 +286,8 @@ def answer_budget(tokenizer, refs: list[str], configured: int | None) -> dict:
 
 
 def _cache_note(cache, hits: int, n: int) -> dict:
-    """What the summary says about the generation cache for one rung."""
+    """What the summary says about the generation cache for one rung: `hits` answers of `n`
+    came from it."""
     if cache is None:
         why = (
             f"off: {gen.NO_CACHE_ENV} is set"
@@ -269,12 +347,15 @@ def evaluate_run(
     from tuneloop.train.loop import resolve_precision
 
     recipe = load_recipe(run.recipe_path)
+    specs = [rung_of(r, recipe) for r in rungs]  # an unknown rung is refused before any work
     preference = recipe.train.objective == "dpo" and (preference or "tuned" in rungs)
     needs_tuned = "tuned" in rungs or "tuned" in probes or train_gap or preference
     if needs_tuned:
         trained_output(run, recipe)  # refuse an unfinished run before any weights load
     examples = heldout_examples(run, recipe)
-    train = train_examples(run, recipe) if set(rungs) & {"few-shot", "retrieval-few-shot"} else []
+    shots = {"few-shot", "retrieval-few-shot"} & {r.prompting for r in specs}
+    train = train_examples(run, recipe) if shots else []
+    knowledge = load_knowledge_of(recipe) if any(r.prompting == "rag" for r in specs) else None
     model, tokenizer, _ = load(recipe.model.name, recipe.model.trust_remote_code)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
@@ -285,8 +366,9 @@ def evaluate_run(
         save_result(run, result, folder)
         results[f"{folder}/{result.rung}" if folder else result.rung] = result.summary
 
-    for rung in [r for r in rungs if r != "tuned"]:
-        keep(evaluate_rung(model, tokenizer, rung, examples, recipe, precision, progress, train))
+    for spec in [r for r in specs if r.asks != "tuned"]:
+        keep(evaluate_rung(model, tokenizer, spec, examples, recipe, precision, progress, train,
+                           knowledge))  # fmt: skip
     if "base" in probes:
         for result in evaluate_probes(model, tokenizer, "base", recipe, precision, progress):
             keep(result, "probes")

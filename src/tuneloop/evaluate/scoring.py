@@ -62,6 +62,8 @@ def item_scores(
         if schema is not None:
             columns["json_schema"] = metrics.json_schema_valid(preds, schema)
     if kind == "text":
+        columns["contains"] = text_metrics.contains(preds, refs)
+        columns["token_f1"] = text_metrics.token_f1(preds, refs)
         columns["rouge_l"] = text_metrics.rouge_l(preds, refs)
         columns["chrf"] = text_metrics.chrf(preds, refs)
     return columns

@@ -1,4 +1,8 @@
-"""Metrics for free-text answers: ROUGE-L, BLEU, chrF and distinct-n.
+"""Metrics for free-text answers: contains, token F1, ROUGE-L, BLEU, chrF and distinct-n.
+
+`contains` and `token_f1` are the reading-comprehension scores (SQuAD's F1, Rajpurkar et al.
+2016): a short factual reference ("18 months", "E-417") found in a longer answer, and the word
+overlap of the two.
 
 ROUGE-L and sentence-level chrF are per item (so two runs can be compared item by item);
 BLEU is a corpus score, as it is meant to be, and distinct-n measures the variety of the
@@ -26,6 +30,47 @@ def words(text: str) -> list[str]:
     ['hello', ',', 'world', '!']
     """
     return _WORD.findall(text.casefold())
+
+
+def _bare(text: str) -> list[str]:
+    """Casefolded words without punctuation or English articles: SQuAD's answer normal form."""
+    return [w for w in _WORD.findall(text.casefold()) if w.isalnum() or "_" in w
+            if w not in ("a", "an", "the")]  # fmt: skip
+
+
+def contains(preds: Sequence[str], refs: Sequence[str]) -> list[float]:
+    """1.0 where the reference's words appear, in order and adjacent, in the answer.
+
+    >>> contains(["The warranty lasts 18 months.", "180 months", "Code E-417"],
+    ...          ["18 months", "18 months", "e-417"])
+    [1.0, 0.0, 1.0]
+    """
+    out = []
+    for pred, ref in zip(preds, refs, strict=True):
+        p, r = _bare(pred), _bare(ref)
+        found = bool(r) and any(p[i : i + len(r)] == r for i in range(len(p) - len(r) + 1))
+        out.append(float(found))
+    return out
+
+
+def token_f1(preds: Sequence[str], refs: Sequence[str]) -> list[float]:
+    """Word-overlap F1 of answer and reference (SQuAD's F1), rounded to 4 places.
+
+    >>> token_f1(["it lasts 18 months", "no idea"], ["18 months", "24 months"])
+    [0.6667, 0.0]
+    """
+    from collections import Counter
+
+    out = []
+    for pred, ref in zip(preds, refs, strict=True):
+        p, r = _bare(pred), _bare(ref)
+        common = sum((Counter(p) & Counter(r)).values())
+        if not p or not r or not common:
+            out.append(float(p == r))
+            continue
+        precision, recall = common / len(p), common / len(r)
+        out.append(round(2 * precision * recall / (precision + recall), 4))
+    return out
 
 
 def _lcs(a: list[str], b: list[str]) -> int:

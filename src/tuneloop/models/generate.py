@@ -18,6 +18,7 @@ import math
 import os
 import sqlite3
 import sys
+import time
 import weakref
 from contextlib import closing, suppress
 from pathlib import Path
@@ -49,8 +50,15 @@ def generate(
     precision: str = "fp32",
     progress: bool = False,
     cache: GenerationCache | bool | None = None,
+    usage: list[dict] | None = None,
 ) -> list[str]:
     """Greedy answers to chat prompts, in input order.
+
+    `usage`, when given, is filled with one entry per prompt, the same keys an endpoint's
+    reply has (`remote.Reply.usage`): `prompt_tokens`, `completion_tokens`, `latency_s` (the
+    wall time of the batch the prompt was answered in: every request of a batch waits for it
+    all), `machine_s` (that time shared among the batch: what the answer cost the machine) and
+    `cached`. A cached answer brings the usage measured when it was generated.
 
     Prompts are sorted by length so each batch pads little, left-padded so every row's next
     token is at the same position, and stop at the end-of-turn token.
@@ -78,23 +86,31 @@ def generate(
         keys = cache_keys(model, tokenizer, settings, texts)
         found = cache.get(keys) if keys is not None else {}
     todo = [i for i in range(len(texts)) if keys is None or keys[i] not in found]
+    spent: list[dict] = [{} for _ in texts]
+    if keys is not None and usage is not None:
+        before = cache.get_usage([keys[i] for i in range(len(texts)) if keys[i] in found])
+        for i in range(len(texts)):
+            spent[i] = {**before.get(keys[i], {}), "cached": True}
     for i in range(len(texts)):
         if keys is not None and keys[i] in found:
             answers[i] = found[keys[i]]
     if todo:
         with torch.no_grad():
             _generate(model, tokenizer, texts, todo, answers, max_new_tokens, batch_size,
-                      precision, progress, stops, pad, device)  # fmt: skip
+                      precision, progress, stops, pad, device, spent)  # fmt: skip
     if cache is not None and keys is not None:
-        cache.put({keys[i]: answers[i] for i in todo})
+        cache.put({keys[i]: answers[i] for i in todo}, {keys[i]: spent[i] for i in todo})
         cache.hits += len(texts) - len(todo)
         cache.generated += len(todo)
+    if usage is not None:
+        usage[:] = spent
     return answers
 
 
 def _generate(model, tokenizer, texts, todo, answers, max_new_tokens, batch_size, precision,
-              progress, stops, pad, device) -> None:  # fmt: skip
-    """Answer `texts[i]` for every i in `todo`, into `answers[i]`."""
+              progress, stops, pad, device, spent) -> None:  # fmt: skip
+    """Answer `texts[i]` for every i in `todo`, into `answers[i]`; what each cost into
+    `spent[i]`."""
     import torch
     from tqdm.auto import tqdm
 
@@ -113,6 +129,7 @@ def _generate(model, tokenizer, texts, todo, answers, max_new_tokens, batch_size
             n = len(encoded[i])
             ids[row, width - n :] = torch.tensor(encoded[i])
             mask[row, width - n :] = 1
+        started = time.perf_counter()
         with autocast(precision, device):
             out = model.generate(
                 input_ids=ids.to(device),
@@ -122,9 +139,13 @@ def _generate(model, tokenizer, texts, todo, answers, max_new_tokens, batch_size
                 eos_token_id=stops,
                 pad_token_id=pad,
             )
+        seconds = time.perf_counter() - started
         for row, i in enumerate(chunk):
             new = [t for t in out[row, width:].tolist() if t not in stops and t != pad]
             answers[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
+            spent[i] = {"prompt_tokens": len(encoded[i]), "completion_tokens": len(new),
+                        "latency_s": seconds, "machine_s": seconds / len(chunk),
+                        "cached": False}  # fmt: skip
 
 
 # -- the cache of answers ---------------------------------------------------------------------
@@ -157,27 +178,37 @@ class GenerationCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.path, timeout=60)  # other processes may be writing
         con.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT)")
+        con.execute("CREATE TABLE IF NOT EXISTS usage (key TEXT PRIMARY KEY, usage TEXT)")
         return con
 
     def get(self, keys: list[str]) -> dict[str, str]:
         """The answers the cache holds, by key."""
+        return dict(self._select("answers", "answer", keys))
+
+    def get_usage(self, keys: list[str]) -> dict[str, dict]:
+        """What generating each answer cost when it was generated (`generate`'s `usage`)."""
+        return {k: json.loads(u) for k, u in self._select("usage", "usage", keys)}
+
+    def _select(self, table: str, column: str, keys: list[str]) -> list[tuple[str, str]]:
         if not self.path.exists():
-            return {}
-        found: dict[str, str] = {}
+            return []
+        rows: list[tuple[str, str]] = []
         unique = list(dict.fromkeys(keys))
         with closing(self._connect()) as con:
             for start in range(0, len(unique), 500):  # SQLite's limit on bound parameters
                 part = unique[start : start + 500]
                 marks = ",".join("?" * len(part))
-                rows = con.execute(f"SELECT key, answer FROM answers WHERE key IN ({marks})", part)
-                found.update(rows.fetchall())
-        return found
+                query = f"SELECT key, {column} FROM {table} WHERE key IN ({marks})"
+                rows += con.execute(query, part).fetchall()
+        return rows
 
-    def put(self, answers: dict[str, str]) -> None:
+    def put(self, answers: dict[str, str], usage: dict[str, dict] | None = None) -> None:
         if not answers:
             return
         with closing(self._connect()) as con, con:
             con.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?)", answers.items())
+            rows = [(k, json.dumps({**u, "cached": False})) for k, u in (usage or {}).items()]
+            con.executemany("INSERT OR REPLACE INTO usage VALUES (?, ?)", rows)
 
 
 def default_cache_folder() -> Path:
