@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from tuneloop.cli.main import app
 from tuneloop.evaluate.gate import run_gate
+from tuneloop.evaluate.run import load_items
 from tuneloop.workspace import Run
 
 
@@ -209,3 +210,45 @@ def test_a_base_near_guessing_cannot_show_forgetting_and_says_so(tmp_path):
                      tuned_refused=rate(53, 60))  # fmt: skip
     general = next(c for c in run_gate(other, progress=False).conditions if c.name == "general")
     assert "informative" not in general.numbers  # 50% on free answers: room to fall
+
+
+def with_hosted_rung(run: Run, hosted: list[int], tuned_cost: float, hosted_cost: float,
+                     tolerance: float) -> None:  # fmt: skip
+    """The run's recipe gains an endpoint `hosted` and gate.match on it; its answers, and the
+    tuned rung's, are saved with their cost per 1,000 requests."""
+    recipe = yaml.safe_load(run.recipe_path.read_text())
+    recipe["eval"] = {"endpoints": [{"name": "hosted", "url": "http://127.0.0.1:9/v1",
+                                     "model": "big"}]}  # fmt: skip
+    recipe["gate"] = {"match": {"rung": "hosted", "tolerance": tolerance}}
+    run.recipe_path.write_text(yaml.safe_dump(recipe))
+    ev = run.eval_dir
+    write_jsonl(ev / "hosted.jsonl", items(hosted))
+    for rung, cost, scores in (("hosted", hosted_cost, hosted), ("tuned", tuned_cost, None)):
+        scores = scores or [i["scores"]["exact_match"] for i in load_items(ev / "tuned.jsonl")]
+        mean = sum(scores) / len(scores)
+        summary = {"rung": rung, "metric": "exact_match", "exact_match": mean, "n": len(scores),
+                   "ci": {"exact_match": {"low": mean - 0.05, "high": mean + 0.05}},
+                   "cost": {"cost_per_1k": cost, "latency_p50_s": 0.4, "latency_p95_s": 0.9}}  # fmt: skip
+        (ev / f"{rung}.json").write_text(json.dumps(summary))
+
+
+def test_the_gate_can_ask_a_cheaper_model_to_match_a_named_rung(tmp_path):
+    run = make_run(tmp_path / "a", tuned=rate(180, 200), base_refused=rate(54, 60),
+                   tuned_refused=rate(53, 60))  # fmt: skip
+    with_hosted_rung(run, rate(182, 200), tuned_cost=0.01, hosted_cost=0.05, tolerance=0.05)
+    code, out, err = tuneloop("gate", str(run.path), "--quiet")
+    assert code == 0, out + err
+    assert "[PASS] task:" in out and "for hosted (gate.match)" in out
+    assert "gate.match.tolerance = 5.0 points" in out
+    assert "tuned costs $0.010 per 1,000 requests against $0.050 for hosted, 5.0x cheaper" in out
+    saved = json.loads((run.path / "gate.json").read_text())
+    task = saved["conditions"][0]
+    assert task["numbers"]["matched_rung"] == "hosted" and task["numbers"]["bound"] == -0.05
+    assert set(saved["costs"]) == {"hosted", "tuned"}
+    assert not (run.eval_dir / "few-shot.json").read_text().count("cost")  # not re-evaluated
+
+    worse = make_run(tmp_path / "b", tuned=rate(150, 200), base_refused=rate(54, 60),
+                     tuned_refused=rate(53, 60))  # fmt: skip
+    with_hosted_rung(worse, rate(182, 200), tuned_cost=0.01, hosted_cost=0.05, tolerance=0.05)
+    code, out, _ = tuneloop("gate", str(worse.path), "--quiet")
+    assert code == 1 and "[FAIL] task:" in out and "the whole CI lies below the bound" in out

@@ -136,14 +136,15 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         pass
 
 
-def test_endpoint_teacher_over_plain_http(tmp_path):
+def test_endpoint_teacher_over_plain_http(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEACHER_TEST_KEY", "k")
     server = HTTPServer(("127.0.0.1", 0), FakeOpenAI)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/v1"
         out = tmp_path / "distilled.jsonl"
-        teacher = EndpointTeacher(url, model="big-teacher", api_key="k")
+        teacher = EndpointTeacher(url, model="big-teacher", api_key_env="TEACHER_TEST_KEY")
         provenance = generate_dataset(teacher, write_prompts(tmp_path), out, 32, 0.7, "Be kind.")
     finally:
         server.shutdown()

@@ -1,5 +1,6 @@
 """LLM-as-judge: another model scores each answer against a rubric, over any OpenAI-compatible
-endpoint (`POST {url}/chat/completions`), with plain HTTP from the standard library.
+endpoint (`POST {url}/chat/completions`, through `models.remote`: concurrent, retried,
+cached).
 
 The judge sees the question, the reference and the answer, and must reply with an integer from
 1 to 5; the per-item score is that integer rescaled to 0-1, so it can be paired and compared like
@@ -12,13 +13,8 @@ reply must be the single word `refusal` or `answer`.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 
 from tuneloop.config import JudgeConfig
 from tuneloop.errors import UserError
@@ -71,65 +67,28 @@ def parse_verdict(reply: str) -> float | None:
     return _VERDICTS.get(reply.strip().strip("`'\".").strip().lower())
 
 
-def _post(cfg: JudgeConfig, payload: dict) -> dict:
-    headers = {"Content-Type": "application/json"}
-    if cfg.api_key_env:
-        key = os.environ.get(cfg.api_key_env)
-        if not key:
-            raise UserError(
-                f"the judge's API key variable ${cfg.api_key_env} is not set",
-                "eval.judge.api_key_env",
-                f"export {cfg.api_key_env}=..., or remove api_key_env for an open endpoint",
-            )
-        headers["Authorization"] = f"Bearer {key}"
-    url = cfg.url.rstrip("/") + "/chat/completions"
-    request = urllib.request.Request(url, json.dumps(payload).encode(), headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=cfg.timeout_s) as response:
-            return json.loads(response.read())
-    except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as exc:
-        raise UserError(
-            f"the judge endpoint {url} failed: {exc}",
-            "eval.judge.url",
-            "check that an OpenAI-compatible server is running there and serves eval.judge.model",
-        ) from None
+def _replies(cfg: JudgeConfig, conversations: list[list[dict]], max_tokens: int) -> list[str]:
+    """The judge's reply to each conversation, greedy, asked concurrently and cached
+    (`models.remote`: retries, errors that name `eval.judge.*`)."""
+    from tuneloop.models.remote import ChatEndpoint, active_reply_cache
 
-
-def _reply_text(cfg: JudgeConfig, messages: list[dict], max_tokens: int, i: int) -> str:
-    payload = {"model": cfg.model, "temperature": 0, "max_tokens": max_tokens, "messages": messages}
-    reply = _post(cfg, payload)
-    try:
-        return reply["choices"][0]["message"]["content"] or ""
-    except (KeyError, IndexError, TypeError):
-        raise UserError(
-            f"the judge's reply for item {i} is not a chat completion: {str(reply)[:120]}",
-            "eval.judge.url",
-            "point eval.judge.url at an OpenAI-compatible /v1 base URL",
-        ) from None
-
-
-def _each(fn: Callable[[int], float], n: int) -> list[float]:
-    """[fn(0), ..., fn(n-1)] with up to CONCURRENCY calls in flight. The error of the first
-    failing item (by index) is raised, and items not yet started are cancelled."""
-    pool = ThreadPoolExecutor(max_workers=min(CONCURRENCY, max(1, n)))
-    futures = [pool.submit(fn, i) for i in range(n)]
-    try:
-        return [f.result() for f in futures]
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    endpoint = ChatEndpoint(cfg.url, cfg.model, cfg.api_key_env, concurrency=CONCURRENCY,
+                            timeout_s=cfg.timeout_s, retries=2, cache=active_reply_cache(),
+                            where="eval.judge")  # fmt: skip
+    return [r.text for r in endpoint.chat(conversations, max_tokens)]
 
 
 def judge_scores(
     cfg: JudgeConfig, questions: Sequence[str], refs: Sequence[str], answers: Sequence[str]
 ) -> list[float]:
     """One 0-1 score per answer: (judge's 1-5 score - 1) / 4, with greedy decoding."""
+    conversations = [
+        [{"role": "system", "content": SYSTEM},
+         {"role": "user", "content": judge_prompt(cfg.rubric, q, r, a)}]
+        for q, r, a in zip(questions, refs, answers, strict=True)
+    ]  # fmt: skip
     scores = []
-    for i, (q, r, a) in enumerate(zip(questions, refs, answers, strict=True)):
-        messages = [
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": judge_prompt(cfg.rubric, q, r, a)},
-        ]
-        text = _reply_text(cfg, messages, 16, i)
+    for i, text in enumerate(_replies(cfg, conversations, 16)):
         score = parse_score(text)
         if score is None:
             raise UserError(
@@ -148,12 +107,13 @@ def judge_refusals(cfg: JudgeConfig, prompts: list[str], answers: list[str]) -> 
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
 
-    def one(i: int) -> float:
-        messages = [
-            {"role": "system", "content": REFUSAL_SYSTEM},
-            {"role": "user", "content": refusal_prompt(prompts[i], answers[i])},
-        ]
-        text = _reply_text(cfg, messages, 8, i)
+    conversations = [
+        [{"role": "system", "content": REFUSAL_SYSTEM},
+         {"role": "user", "content": refusal_prompt(p, a)}]
+        for p, a in zip(prompts, answers, strict=True)
+    ]  # fmt: skip
+    verdicts = []
+    for i, text in enumerate(_replies(cfg, conversations, 8)):
         verdict = parse_verdict(text)
         if verdict is None:
             raise UserError(
@@ -163,9 +123,8 @@ def judge_refusals(cfg: JudgeConfig, prompts: list[str], answers: list[str]) -> 
                 "use a judge model that follows the one-word instruction, or leave "
                 "eval.judge.refusals off to use the regex detector",
             )
-        return verdict
-
-    return _each(one, len(prompts))
+        verdicts.append(verdict)
+    return verdicts
 
 
 def refusal_scores(cfg: JudgeConfig | None, prompts: list[str], answers: list[str]) -> list[float]:

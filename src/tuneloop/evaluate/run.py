@@ -155,9 +155,7 @@ def evaluate_rung(
         for ex, ref, pred, s, u in zip(examples, refs, preds, scores, usage, strict=True)
     ]
     if retrieved is not None:
-        for item, passages in zip(items, retrieved, strict=True):
-            item["retrieved"] = [p.id for p in passages]
-        summary["retrieval"] = retrieval_summary(examples, retrieved, recipe, knowledge)
+        summary["retrieval"] = retrieval_summary(examples, retrieved, recipe, knowledge, items)
     if ev.slices:
         summary["slices"] = scoring.slices(items, ev.slices)
     cost = rung_cost(spec, usage, recipe)
@@ -236,14 +234,22 @@ def load_knowledge_of(recipe: Recipe):
     return load_knowledge(recipe.task.knowledge, recipe.workspace / "knowledge")
 
 
+EXCERPT = 160  # characters of each retrieved passage kept with an item, for the report
+
+
 def retrieval_summary(examples: list[Example], retrieved: list[list], recipe: Recipe,
-                      knowledge) -> dict:  # fmt: skip
-    """The index retrieved from, k, and the hit rate where items name their source."""
+                      knowledge, items: list[dict]) -> dict:  # fmt: skip
+    """The index retrieved from, k, and the hit rate where items name their source; each item
+    keeps the ids (and an excerpt) of its passages and whether its named source was among
+    them."""
     from tuneloop.evaluate.knowledge import hit_rate, retrieval_hit
 
     config = recipe.task.knowledge
-    hits = [retrieval_hit(ex.meta, passages, config.source_field)
-            for ex, passages in zip(examples, retrieved, strict=True)]  # fmt: skip
+    hits = []
+    for ex, passages, item in zip(examples, retrieved, items, strict=True):
+        item["retrieved"] = [{"id": p.id, "excerpt": p.text[:EXCERPT]} for p in passages]
+        hits.append(retrieval_hit(ex.meta, passages, config.source_field))
+        item["retrieval_hit"] = hits[-1]
     return {"k": config.k, "index": knowledge.describe(), "hit_rate": hit_rate(hits)}
 
 

@@ -153,6 +153,47 @@ def failures_section(
     )
 
 
+def _cost_cells(summary: dict) -> list[str]:
+    from tuneloop.evaluate.cost import money, seconds
+
+    cost = summary.get("cost") or {}
+    return [seconds(cost.get("latency_p50_s")), seconds(cost.get("latency_p95_s")),
+            money(cost.get("cost_per_1k"))]  # fmt: skip
+
+
+def retrieval_failures(
+    rung: str, summary: dict, items: list[dict], metric: str, below: float, where: Path
+) -> str:
+    """A RAG rung's failed items with the passages retrieved for each: was the answer's
+    passage found and misread, or never found?"""
+    rule = failure_rule(summary, items, below, str(where))
+    failed = sorted((i for i in items if rule.failed(i)), key=rule.score)
+    rows = []
+    for i in failed[:WORST_FAILURES]:
+        passages = "<br>".join(
+            f"<b>{html.escape(p['id'])}</b> {html.escape(p.get('excerpt', ''))}"
+            for p in i["retrieved"]
+        )
+        named = i.get("retrieval_hit")
+        rows.append([i["prompt"][:300], i["reference"], i["prediction"],
+                     "-" if named is None else ("yes" if named else "no"),
+                     render.Raw(passages)])  # fmt: skip
+    hit = (summary.get("retrieval") or {}).get("hit_rate")
+    rate = (
+        f" The passage that answers an item was retrieved for {hit['rate']:.1%} of the "
+        f"{hit['named']} items that name it."
+        if hit
+        else ""
+    )
+    header = ["prompt", "reference", rung, "answer's passage retrieved", "retrieved passages"]
+    return (
+        f"<h2>Failures of {html.escape(rung)} with what it retrieved ({len(failed)} of "
+        f"{len(items)} items)</h2><p>{html.escape(rule.explain())}; the worst "
+        f"{min(len(failed), WORST_FAILURES)} are shown.{html.escape(rate)}</p>"
+        + render.table(rows, header)
+    )
+
+
 def build_report(run: Run, below: float = DEFAULT_BELOW) -> Path:
     """Write `report.html` into the run folder and return its path.
 
@@ -209,7 +250,7 @@ def build_report(run: Run, below: float = DEFAULT_BELOW) -> Path:
         rows = [(name, s[metric], *summary_ci(s, metric)) for name, s in rungs.items()
                 if metric in s]  # fmt: skip
         table = [[n, render.pct(v), f"[{render.pct(lo)}, {render.pct(hi)}]" if lo is not None
-                  else "-", rungs[n]["n"], _distinct(rungs[n])]
+                  else "-", rungs[n]["n"], _distinct(rungs[n]), *_cost_cells(rungs[n])]
                  for n, v, lo, hi in rows]  # fmt: skip
         collapse = mode_collapse(rungs)
         others = sorted({recorded_metric(s) for s in rungs.values()} - {metric})
@@ -223,7 +264,19 @@ def build_report(run: Run, below: float = DEFAULT_BELOW) -> Path:
             f"<h2>Baseline ladder vs tuned ({html.escape(metric)})</h2>"
             + mixed
             + (render.img(plots.rung_bars(rows, metric), "rungs") if rows else "")
-            + render.table(table, ["rung", metric, "95% CI", "items", "distinct-2"])
+            + render.table(
+                table,
+                [
+                    "rung",
+                    metric,
+                    "95% CI",
+                    "items",
+                    "distinct-2",
+                    "p50 latency",
+                    "p95 latency",
+                    "$ per 1,000 requests",
+                ],
+            )
             + (f"<p><strong>Warning:</strong> {html.escape(collapse)}</p>" if collapse else "")
         )
 
@@ -295,6 +348,10 @@ def build_report(run: Run, below: float = DEFAULT_BELOW) -> Path:
     # -- worst failures, by the rule `tuneloop failures` uses
     if tuned_items and metric:
         sections.append(failures_section(rungs, items_by_rung, metric, below, run.eval_dir))
+    for rung, rung_items in items_by_rung.items():
+        if metric and any("retrieved" in i for i in rung_items):
+            sections.append(retrieval_failures(rung, rungs[rung], rung_items, metric, below,
+                                               run.eval_dir))  # fmt: skip
 
     page = PAGE.format(title=html.escape(f"tuneloop report: {run.id}"), body="\n".join(sections))
     target = run.path / "report.html"

@@ -12,11 +12,15 @@ def img(png: bytes, alt: str) -> str:
     return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+class Raw(str):
+    """A cell already written as HTML (its parts escaped by whoever built it)."""
+
+
 def table(rows: list[list], header: list[str]) -> str:
+    """Every cell escaped, but `Raw` ones."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
+    cell = lambda c: c if isinstance(c, Raw) else html.escape(str(c))  # noqa: E731
+    body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 

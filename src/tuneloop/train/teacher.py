@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,71 +135,26 @@ class LocalTeacher:
 
 
 class EndpointTeacher:
-    """An OpenAI-compatible `/chat/completions` endpoint, a few requests at a time."""
+    """An OpenAI-compatible `/chat/completions` endpoint (`models.remote`: a few requests at a
+    time, retried; greedy answers are cached, sampled ones are not)."""
 
-    def __init__(self, url: str, model: str | None = None, api_key: str | None = None,
+    def __init__(self, url: str, model: str | None = None, api_key_env: str | None = None,
                  concurrency: int = 4, timeout: float = 120.0, retries: int = 2):  # fmt: skip
-        url = url.rstrip("/")
-        self.url = url if url.endswith("/chat/completions") else f"{url}/chat/completions"
-        self.model, self.api_key = model or "default", api_key
-        self.concurrency, self.timeout, self.retries = concurrency, timeout, retries
+        from tuneloop.models.remote import ChatEndpoint
+
+        self.endpoint = ChatEndpoint(url, model or "default", api_key_env,
+                                     concurrency=concurrency, timeout_s=timeout, retries=retries,
+                                     where="--teacher")  # fmt: skip
 
     def describe(self) -> dict:
-        return {"kind": "endpoint", "url": self.url, "model": self.model}
+        return {"kind": "endpoint", "url": self.endpoint.url, "model": self.endpoint.model}
 
     def answer(self, prompts: list[Prompt], max_new_tokens: int, temperature: float) -> list[str]:
-        import httpx
+        from tuneloop.models.remote import active_reply_cache
 
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        with httpx.Client(timeout=self.timeout, headers=headers) as client:
-
-            def one(prompt: Prompt) -> str:
-                body = {
-                    "model": self.model,
-                    "messages": prompt.messages,
-                    "max_tokens": max_new_tokens,
-                    "temperature": temperature,
-                }
-                return self._post(client, body, prompt.source)
-
-            with ThreadPoolExecutor(self.concurrency) as pool:
-                return list(pool.map(one, prompts))
-
-    def _post(self, client, body: dict, source: str) -> str:
-        import httpx
-
-        for attempt in range(self.retries + 1):
-            try:
-                response = client.post(self.url, json=body)
-            except httpx.HTTPError as exc:
-                if attempt == self.retries:
-                    raise UserError(
-                        f"the teacher endpoint {self.url} did not answer ({exc})",
-                        "--teacher",
-                        "check that the server is running and the URL ends in /v1",
-                    ) from None
-                time.sleep(0.5 * 2**attempt)
-                continue
-            if response.status_code >= 500 and attempt < self.retries:
-                time.sleep(0.5 * 2**attempt)
-                continue
-            if response.status_code != 200:
-                raise UserError(
-                    f"the teacher endpoint answered {response.status_code} for the prompt at "
-                    f"{source}: {response.text[:200]}",
-                    "--teacher",
-                    "check the model name (--model) and the API key (--api-key-env)",
-                )
-            try:
-                return response.json()["choices"][0]["message"]["content"] or ""
-            except (ValueError, KeyError, IndexError, TypeError):
-                raise UserError(
-                    f"the teacher endpoint's reply is not an OpenAI chat completion: "
-                    f"{response.text[:200]}",
-                    "--teacher",
-                    "point --teacher at an OpenAI-compatible server (its /v1 base URL)",
-                ) from None
-        raise AssertionError("unreachable")
+        self.endpoint.cache = active_reply_cache() if temperature == 0 else None
+        replies = self.endpoint.chat([p.messages for p in prompts], max_new_tokens, temperature)
+        return [r.text for r in replies]
 
 
 def make_teacher(teacher: str, adapter: str | Path | None = None, model: str | None = None,
@@ -213,7 +167,8 @@ def make_teacher(teacher: str, adapter: str | Path | None = None, model: str | N
                 "--adapter",
                 "drop --adapter, or pass a local model as --teacher",
             )
-        return EndpointTeacher(teacher, model, os.environ.get(api_key_env))
+        key_set = bool(os.environ.get(api_key_env))
+        return EndpointTeacher(teacher, model, api_key_env if key_set else None)
     return LocalTeacher(teacher, adapter, batch_size=batch_size)
 
 
