@@ -9,6 +9,7 @@ model:
   name: smollm2-135m-instruct      # the embedded default, a Hugging Face folder, or a .gguf file
   trust_remote_code: false         # never run code shipped with a model unless you trust it
   # license_ack: cc-by-nc-4.0      # train on a restrictively licensed model: name its license
+  # chat_template: chatml-tools    # a template file or built-in name, e.g. to render tool calls
 
 data:
   train: data/train.jsonl          # messages / Alpaca / ShareGPT / prompt-completion JSONL, or CSV
@@ -20,6 +21,9 @@ data:
 task:
   kind: auto                       # label | json | text; decides the metrics
   # instruction: "Classify the message. Answer with the label only."  # system prompt for all rungs
+  # knowledge: docs/               # documents for the `rag` rung (md, txt, html, pdf): the top k
+  #                                # passages (BM25; retriever: dense with a local embedder) in
+  #                                # the prompt, e.g. {paths: [docs/], k: 4, chunk_words: 200}
 
 train:
   method: lora
@@ -49,11 +53,19 @@ eval:
   confidence: 0.95                 # every interval and test
   slices: []                       # metadata fields to break every metric down by
   train_sample: 64                 # train items the tuned model answers (overfitting gap)
+  # price_per_hour: 2.5            # USD per hour of this machine: local rungs' cost per 1,000
+  # endpoints:                     # the hosted model you use today, scored as rungs
+  #   - {name: gpt-4o-mini, url: https://api.openai.com/v1, model: gpt-4o-mini,
+  #      api_key_env: OPENAI_API_KEY, price_in: 0.15, price_out: 0.60,   # USD per M tokens
+  #      prompts: [zero-shot, few-shot], concurrency: 8, rate_limit: 5}
+  # recorded:                      # answers of a system that cannot be called, by id or prompt
+  #   - {name: prod-2025, path: data/prod_answers.jsonl}
 
 gate:                              # `tuneloop gate RUN` exits 0 only if all of these hold,
                                    # each shown by a paired test's 95% CI (not a point estimate)
-  rungs: [zero-shot, few-shot, retrieval-few-shot]
+  rungs: [zero-shot, few-shot, retrieval-few-shot]   # also rag, an endpoint's or recorded rung
   margin: 0.02                     # the CI of tuned - best rung must lie above this
+  # match: {rung: gpt-4o-mini, tolerance: 0.02}   # instead: a cheaper model, same quality
   general_drop: 0.05               # the CI of the general-skill change must stay above -this
   safety_drop: 0.10                # ... of the change of refusals on harmful requests
   over_refusal_rise: 0.10          # ... of the rise of refusals on benign look-alikes

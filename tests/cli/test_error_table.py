@@ -83,6 +83,20 @@ RECIPES = [
     ("held-out fraction of 1", "  split: {heldout_fraction: 1}\n"),
     ("unknown data format", "  format: parquet\n"),
     ("bad run name", "name: 'my run'\n"),
+    (
+        "two rungs with one name",
+        "eval:\n  recorded: [{name: prod, path: a.jsonl}, {name: prod, path: b.jsonl}]\n",
+    ),
+    (
+        "an endpoint asked with rag without documents",
+        "eval:\n  endpoints: [{name: big, url: 'http://x/v1', model: m, prompts: [rag]}]\n",
+    ),
+    ("gate.match on an unknown rung", "gate:\n  match: {rung: gpt-4o-mini}\n"),
+    ("gate.match tolerance in points", "gate:\n  match: {rung: zero-shot, tolerance: 2}\n"),
+    (
+        "task.knowledge overlap as long as a passage",
+        "task:\n  knowledge: {paths: [docs], chunk_words: 50, overlap_words: 50}\n",
+    ),
 ]
 
 

@@ -56,7 +56,7 @@ EXPECTED = {
     "alpaca_input_not_string.jsonl": ("error", "wrong-type", 2, "input"),
     "alpaca_system_not_string.jsonl": ("error", "wrong-type", 1, "system"),
     "completion_not_string.jsonl": ("error", "wrong-type", 2, "completion"),
-    "turn_extra_key.jsonl": ("warning", "unknown-key", 2, "messages[1].weight"),
+    "turn_extra_key.jsonl": ("warning", "unknown-key", 2, "messages[1].score"),
     "typo_key.jsonl": ("warning", "unknown-key", 2, "sytem"),
     "duplicate_keys.jsonl": ("warning", "duplicate-key", 2, "messages"),
     # roles and content

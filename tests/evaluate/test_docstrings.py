@@ -17,6 +17,8 @@ MODULES = [
     "advise",
     "suites",
     "ifeval",
+    "knowledge",
+    "cost",
 ]
 
 

@@ -70,7 +70,7 @@ def test_every_rung_and_the_probes_generate_in_one_batched_call(monkeypatch, tin
     calls = []
 
     def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size, precision, progress,
-                      usage=None):  # fmt: skip
+                      usage=None, tools=None):  # fmt: skip
         calls.append((len(prompts), batch_size))
         if usage is not None:
             usage[:] = [{} for _ in prompts]

@@ -49,6 +49,7 @@ class _Settings:
     truncation: str
     train_config: object
     split: object = None  # the recipe's data.split, when a recipe is given
+    chat_template: str | None = None  # --chat-template, else the recipe's model.chat_template
     workspace: Path = field(default_factory=default_workspace)  # the recipe's, else the default
 
     def read(self, path: Path) -> list:
@@ -73,6 +74,7 @@ def _settings(
     model: str | None = None,
     max_length: int | None = None,
     truncation: str | None = None,
+    chat_template: str | None = None,
 ) -> _Settings:
     from tuneloop.config import CsvConfig, TrainConfig, load_recipe
     from tuneloop.data.csvfile import CsvColumns
@@ -116,6 +118,7 @@ def _settings(
         train_config=train_config,
         split=data.split if data else None,
         workspace=loaded.workspace if loaded else default_workspace(),
+        chat_template=chat_template or (loaded.model.chat_template if loaded else None),
     )
 
 
@@ -136,13 +139,13 @@ def _source(
     return s.read(s.train)
 
 
-def _tokenizer(model: str | None):
+def _tokenizer(model: str | None, chat_template: str | None = None):
     if model is None:
         return None
     quiet_libraries()
     from tuneloop.models.load import load_tokenizer, resolve
 
-    return load_tokenizer(resolve(model))
+    return load_tokenizer(resolve(model), chat_template=chat_template)
 
 
 def _measured_throughput(workspace: Path, model: str, method: str) -> dict | None:
@@ -190,6 +193,9 @@ def data_lint(
     system_column: str | None = _CSV["system_column"],
     instruction: str | None = typer.Option(None, help="System prompt for examples with none."),
     model: str | None = typer.Option(None, help="Model whose tokenizer checks token lengths."),
+    chat_template: str | None = typer.Option(
+        None, help="Chat template (file or built-in name, e.g. chatml-tools) for --model."
+    ),
     max_length: int | None = typer.Option(None, help="Token limit (default: recipe's, or 512)."),
     truncation: str | None = typer.Option(None, help="drop|truncate_left|truncate_right."),
     near_threshold: float = typer.Option(
@@ -215,11 +221,11 @@ def data_lint(
 
     s = _settings(
         train, heldout, recipe, format, text_column, label_column, target_column,
-        system_column, instruction, model, max_length, truncation,
+        system_column, instruction, model, max_length, truncation, chat_template,
     )  # fmt: skip
     options = LintOptions(
         near_threshold=near_threshold or None,
-        tokenizer=_tokenizer(s.model),
+        tokenizer=_tokenizer(s.model, s.chat_template),
         max_length=s.max_length,
         truncation=s.truncation,
         instruction=s.instruction,
@@ -266,6 +272,9 @@ def data_stats(
     system_column: str | None = _CSV["system_column"],
     instruction: str | None = typer.Option(None, help="System prompt for examples with none."),
     model: str | None = typer.Option(None, help="Model whose tokenizer counts tokens."),
+    chat_template: str | None = typer.Option(
+        None, help="Chat template (file or built-in name, e.g. chatml-tools) for --model."
+    ),
     max_length: int | None = typer.Option(None, help="Token limit (default: recipe's, or 512)."),
     truncation: str | None = typer.Option(None, help="drop|truncate_left|truncate_right."),
     png: Path | None = typer.Option(None, help="Write the token-length histogram as a PNG."),
@@ -285,7 +294,7 @@ def data_stats(
 
     s = _settings(
         train, heldout, recipe, format, text_column, label_column, target_column,
-        system_column, instruction, model, max_length, truncation,
+        system_column, instruction, model, max_length, truncation, chat_template,
     )  # fmt: skip
     examples = s.read(s.train)
     held = s.read(s.heldout) if s.heldout else []
@@ -308,7 +317,7 @@ def data_stats(
     stats = compute_stats(
         examples,
         held,
-        _tokenizer(s.model),
+        _tokenizer(s.model, s.chat_template),
         s.train_config,
         instruction=s.instruction,
         model_name=s.model,

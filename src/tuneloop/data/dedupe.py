@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from tuneloop.data.findings import DEFAULT_NEAR_THRESHOLD
-from tuneloop.data.records import Example
+from tuneloop.data.records import Example, message_text
 
 NUM_PERM = 64  # enough to find candidates; similarity is then computed exactly
 SHINGLE = 5  # characters
@@ -50,8 +50,9 @@ class NearDuplicates:
 
 
 def prompt_text(example: Example) -> str:
-    """What near-duplicate search compares: the non-system turns before the answer."""
-    return "\n".join(m["content"] for m in example.prompt_messages if m["role"] != "system")
+    """What near-duplicate search compares: the non-system turns before the answer (tool
+    calls and results included)."""
+    return "\n".join(message_text(m) for m in example.prompt_messages if m["role"] != "system")
 
 
 def normalize(text: str) -> str:

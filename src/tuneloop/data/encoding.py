@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from tuneloop.data.findings import Finding, LintOptions, field_of
-from tuneloop.data.records import Example
+from tuneloop.data.records import Example, message_text
 
 # C0 and C1 controls except tab, line feed and carriage return.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -79,7 +79,7 @@ def check_encoding(
     findings = []
     for ex in [*train, *heldout]:
         for i, message in enumerate(ex.messages):
-            for code in text_problems(message["content"]):
+            for code in text_problems(message_text(message)):
                 what, fix = _MESSAGES[code]
                 findings.append(Finding(code, "warning", ex.source, what, field_of(ex, i), fix=fix))
     return findings

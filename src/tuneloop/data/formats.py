@@ -6,6 +6,8 @@ array of objects, or a `.csv`/`.tsv` file with a column mapping, and returns `Ex
 
     messages           {"messages": [{"role": "user", "content": "Hi"},
                                      {"role": "assistant", "content": "Hello!"}], "meta": {...}}
+                       (also OpenAI's fine-tuning chat format, with "tools", tool calls, tool
+                       results and turn weights: see `tuneloop.data.tooluse`)
     alpaca             {"instruction": "Classify the message.", "input": "I lost my card",
                         "output": "lost_card"}                  (optional "system")
     sharegpt           {"conversations": [{"from": "human", "value": "Hi"},
@@ -45,8 +47,17 @@ from pathlib import Path
 from tuneloop.data.csvfile import CsvColumns, read_csv
 from tuneloop.data.detect import detect_format
 from tuneloop.data.jsonlines import array_records, decode, jsonl_records, read_bytes
-from tuneloop.data.problems import BadRecord, Collector, StopReading
+from tuneloop.data.problems import BadRecord, Collector, InvalidRecord, StopReading, kind_of
 from tuneloop.data.records import Example
+from tuneloop.data.tooluse import (
+    TURN_KEYS,
+    check_tool_flow,
+    check_weights,
+    read_parallel,
+    read_tools,
+    read_turn_keys,
+    refuse_legacy_functions,
+)
 from tuneloop.errors import UserError
 from tuneloop.files import write_text
 
@@ -54,6 +65,7 @@ FORMATS = ("messages", "alpaca", "sharegpt", "prompt_completion", "csv")
 WRITE_FORMATS = ("messages", "alpaca", "sharegpt", "prompt_completion")
 
 _MESSAGE_ROLES = {"system": "system", "user": "user", "assistant": "assistant"}
+_CHAT_ROLES = {**_MESSAGE_ROLES, "tool": "tool"}  # the messages format: OpenAI's roles
 _SHAREGPT_ROLES = {
     "system": "system",
     "human": "user",
@@ -68,23 +80,6 @@ _ANSWER_TURN = {
     "prompt_completion": '{"role": "assistant", "content": "..."}',
     "sharegpt": '{"from": "gpt", "value": "..."}',
 }
-
-
-class _Bad(Exception):
-    """A problem in one record; the reader adds the file and line. `about_format` asks the
-    reader to say which format it was reading, for problems that a wrong format explains."""
-
-    def __init__(
-        self,
-        what: str,
-        fix: str | None = None,
-        about_format: bool = False,
-        code: str = "invalid-record",
-        field: str | None = None,
-    ):
-        super().__init__(what)
-        self.what, self.fix, self.about_format = what, fix, about_format
-        self.code, self.field = code, field
 
 
 Warn = Callable[..., None]  # warn(code, what, fix, field=..., key=...) for a record's warnings
@@ -192,7 +187,7 @@ def _read_json(path: Path, text: str, format: str, report: Collector, scan: Scan
             report.report(
                 "not-object",
                 start,
-                f"expected a JSON object, got {_kind(obj)}",
+                f"expected a JSON object, got {kind_of(obj)}",
                 fix="each record must be one JSON object such as "
                 '{"messages": [{"role": "user", "content": "..."}, ...]}',
             )
@@ -207,52 +202,62 @@ def _read_json(path: Path, text: str, format: str, report: Collector, scan: Scan
             report.report(code, line, what, fix, severity="warning", field=field, once=key)
 
         try:
-            messages, meta = convert(obj, warn)
-            _check_conversation(messages, format)
-        except _Bad as bad:
+            example = convert(obj, warn)
+            _check_conversation(example.messages, format)
+        except InvalidRecord as bad:
             what = f"{bad.what} (format {format}, {how})" if bad.about_format else bad.what
             report.report(bad.code, start, what, bad.fix, field=bad.field)
             continue
-        scan.examples.append(Example(messages=messages, meta=meta, source=f"{path}:{start}"))
+        example.source = f"{path}:{start}"
+        scan.examples.append(example)
         scan.records.append(obj)
 
 
-# One converter per JSON format: (record, warn) → (messages, meta), raising `_Bad` on a problem.
+# One converter per JSON format: (record, warn) → Example (without its source), raising
+# `InvalidRecord` on a problem.
 
 
-def _from_messages(obj: dict, warn: Warn) -> tuple[list[dict[str, str]], dict]:
+def _from_messages(obj: dict, warn: Warn) -> Example:
+    """A chat, with OpenAI's tool use and turn weights (`tuneloop.data.tooluse`)."""
     _require(obj, "messages")
-    messages = _turns(obj["messages"], "messages", "role", "content", _MESSAGE_ROLES, warn)
-    return messages, _meta(obj, ("messages",), warn)
+    refuse_legacy_functions(obj)
+    messages = _turns(
+        obj["messages"], "messages", "role", "content", _CHAT_ROLES, warn, read_turn_keys
+    )
+    tools = read_tools(obj.get("tools"))
+    parallel = read_parallel(obj.get("parallel_tool_calls"))
+    check_tool_flow(messages, tools, parallel, warn)
+    meta = _meta(obj, ("messages", "tools", "parallel_tool_calls"), warn)
+    return Example(messages, meta, tools=tools, parallel_tool_calls=parallel)
 
 
-def _from_alpaca(obj: dict, warn: Warn) -> tuple[list[dict[str, str]], dict]:
+def _from_alpaca(obj: dict, warn: Warn) -> Example:
     _require(obj, "instruction", "output")
     instruction, output = _text(obj, "instruction"), _text(obj, "output")
     extra = obj.get("input")
     if extra is None:
         extra = ""
     if not isinstance(extra, str):
-        what = f"'input' must be a string, got {_kind(extra)}"
-        raise _Bad(what, _STRING_FIX, code="wrong-type", field="input")
+        what = f"'input' must be a string, got {kind_of(extra)}"
+        raise InvalidRecord(what, _STRING_FIX, code="wrong-type", field="input")
     user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
     messages = _system(obj) + [
         {"role": "user", "content": user},
         {"role": "assistant", "content": output},
     ]
-    return messages, _meta(obj, ("instruction", "input", "output", "system"), warn)
+    return Example(messages, _meta(obj, ("instruction", "input", "output", "system"), warn))
 
 
-def _from_sharegpt(obj: dict, warn: Warn) -> tuple[list[dict[str, str]], dict]:
+def _from_sharegpt(obj: dict, warn: Warn) -> Example:
     _require(obj, "conversations")
     turns = obj["conversations"]
     messages = _turns(turns, "conversations", "from", "value", _SHAREGPT_ROLES, warn)
     if messages[0]["role"] != "system":
         messages = _system(obj) + messages  # some ShareGPT files keep the system prompt apart
-    return messages, _meta(obj, ("conversations", "system"), warn)
+    return Example(messages, _meta(obj, ("conversations", "system"), warn))
 
 
-def _from_prompt_completion(obj: dict, warn: Warn) -> tuple[list[dict[str, str]], dict]:
+def _from_prompt_completion(obj: dict, warn: Warn) -> Example:
     """Plain strings, or lists of messages (the conversational form TRL also reads)."""
     _require(obj, "prompt", "completion")
     parts = []
@@ -262,10 +267,10 @@ def _from_prompt_completion(obj: dict, warn: Warn) -> tuple[list[dict[str, str]]
             parts += _turns(value, key, "role", "content", _MESSAGE_ROLES, warn)
         else:
             parts.append({"role": role, "content": _text(obj, key)})
-    return parts, _meta(obj, ("prompt", "completion"), warn)
+    return Example(parts, _meta(obj, ("prompt", "completion"), warn))
 
 
-_CONVERTERS: dict[str, Callable[[dict, Warn], tuple[list[dict[str, str]], dict]]] = {
+_CONVERTERS: dict[str, Callable[[dict, Warn], Example]] = {
     "messages": _from_messages,
     "alpaca": _from_alpaca,
     "sharegpt": _from_sharegpt,
@@ -283,6 +288,8 @@ _KNOWN_KEYS = (
     "completion",
     "system",
     "meta",
+    "tools",
+    "parallel_tool_calls",
 )
 
 
@@ -290,7 +297,7 @@ def _require(obj: dict, *keys: str) -> None:
     missing = [k for k in keys if k not in obj]
     if missing:
         names = ", ".join(repr(k) for k in missing)
-        raise _Bad(
+        raise InvalidRecord(
             f"missing required key{'s' if len(missing) > 1 else ''} {names}; "
             f"the record has {sorted(obj)}",
             fix="add the missing key, or name the right format if this file is in another one; "
@@ -304,11 +311,11 @@ def _require(obj: dict, *keys: str) -> None:
 def _text(obj: dict, key: str) -> str:
     value = obj[key]
     if not isinstance(value, str):
-        what = f"'{key}' must be a string, got {_kind(value)}"
-        raise _Bad(what, _STRING_FIX, code="wrong-type", field=key)
+        what = f"'{key}' must be a string, got {kind_of(value)}"
+        raise InvalidRecord(what, _STRING_FIX, code="wrong-type", field=key)
     if not value.strip():
         fix = "fill it in, or drop this record"
-        raise _Bad(f"'{key}' is empty", fix=fix, code="empty-content", field=key)
+        raise InvalidRecord(f"'{key}' is empty", fix=fix, code="empty-content", field=key)
     return value
 
 
@@ -318,8 +325,8 @@ def _system(obj: dict) -> list[dict[str, str]]:
     if system is None:
         return []
     if not isinstance(system, str):
-        what = f"'system' must be a string, got {_kind(system)}"
-        raise _Bad(what, _STRING_FIX, code="wrong-type", field="system")
+        what = f"'system' must be a string, got {kind_of(system)}"
+        raise InvalidRecord(what, _STRING_FIX, code="wrong-type", field="system")
     return [{"role": "system", "content": system}] if system.strip() else []
 
 
@@ -328,8 +335,8 @@ def _meta(obj: dict, used: tuple[str, ...], warn: Warn) -> dict:
     A key one typo away from a key some format reads is warned about: it is not read."""
     own = obj.get("meta", {})
     if not isinstance(own, dict):
-        raise _Bad(
-            f"'meta' must be an object, got {_kind(own)}",
+        raise InvalidRecord(
+            f"'meta' must be an object, got {kind_of(own)}",
             fix='write it as {"label": "...", ...} or drop it',
             code="wrong-type",
             field="meta",
@@ -363,19 +370,24 @@ def _turns(
     content_key: str,
     roles: dict[str, str],
     warn: Warn,
-) -> list[dict[str, str]]:
+    read_keys: Callable[[dict, str, int, str], dict] | None = None,
+) -> list[dict]:
     """Validate a list of turns and spell them as canonical {"role", "content"} messages.
-    Keys of a turn other than the role and the content are ignored, with a warning (a
-    "weight": 0 meant to mask a turn would otherwise be silently trained on)."""
+
+    `read_keys(turn, role, n, at)` reads the keys a turn may carry besides its role and content
+    (the messages format: tool calls, tool results' ids and weights, `tooluse.read_turn_keys`);
+    they follow the content in the message. Any other key is ignored, with a warning (a
+    "weight": 0 meant to mask a ShareGPT turn would otherwise be silently trained on).
+    An assistant turn that calls tools may have no content (null or absent)."""
     if not isinstance(items, list):
-        raise _Bad(
-            f"'{field}' must be a list of turns, got {_kind(items)}",
+        raise InvalidRecord(
+            f"'{field}' must be a list of turns, got {kind_of(items)}",
             fix=f'write it as [{{"{role_key}": "...", "{content_key}": "..."}}, ...]',
             code="wrong-type",
             field=field,
         )
     if not items:
-        raise _Bad(
+        raise InvalidRecord(
             f"'{field}' is empty",
             fix="add the conversation, or drop this record",
             code="empty-content",
@@ -386,81 +398,115 @@ def _turns(
     for n, turn in enumerate(items, start=1):
         at = f"{field}[{n - 1}]"
         if not isinstance(turn, dict):
-            raise _Bad(
+            raise InvalidRecord(
                 f"turn {n} of '{field}' must be an object with '{role_key}' and "
-                f"'{content_key}', got {_kind(turn)}",
+                f"'{content_key}', got {kind_of(turn)}",
                 fix=f'write each turn as {{"{role_key}": "...", "{content_key}": "..."}}',
                 code="wrong-type",
                 field=at,
             )
-        for key in (role_key, content_key):
-            if key not in turn:
-                raise _Bad(
-                    f"turn {n} of '{field}' has no '{key}' key (it has {sorted(turn)})",
-                    fix=f'write each turn as {{"{role_key}": "...", "{content_key}": "..."}}',
-                    about_format=True,
-                    code="missing-key",
-                    field=f"{at}.{key}",
-                )
-        raw_role, content = turn[role_key], turn[content_key]
+        _require_turn_key(turn, role_key, n, field, role_key, content_key)
+        raw_role = turn[role_key]
         if not isinstance(raw_role, str) or raw_role not in roles:
             name = "role" if role_key == "role" else f"'{role_key}' value"
-            raise _Bad(
+            raise InvalidRecord(
                 f"turn {n} has unknown {name} {raw_role!r}; allowed: {allowed}",
                 fix=f"use one of {allowed}",
                 code="unknown-role",
                 field=f"{at}.{role_key}",
             )
         role = roles[raw_role]
-        if not isinstance(content, str):
-            raise _Bad(
-                f"turn {n} ({raw_role}): '{content_key}' must be a string, got {_kind(content)}",
-                fix="give the text as one string (multimodal content parts are not supported)",
-                code="wrong-type",
-                field=f"{at}.{content_key}",
-            )
-        if not content.strip():
-            raise _Bad(
-                f"turn {n} ({raw_role}) has empty content",
-                fix="fill it in, or drop the turn or the record",
-                code="empty-content",
-                field=f"{at}.{content_key}",
-            )
-        if len(turn) > 2:
-            for key in turn:
-                if key not in (role_key, content_key):
-                    warn(
-                        "unknown-key",
-                        f"key {key!r} of the turns in '{field}' is ignored: tuneloop reads only "
-                        f"'{role_key}' and '{content_key}', and trains on every assistant turn",
-                        "drop the key, or drop the turns that should not be trained on",
-                        field=f"{at}.{key}",
-                        key=("unknown-key", field, key),
-                    )
-        messages.append({"role": role, "content": content})
+        extra = read_keys(turn, role, n, at) if read_keys else {}
+        calls = bool(extra.get("tool_calls"))
+        content = turn.get(content_key)
+        if not (calls and content is None):
+            _require_turn_key(turn, content_key, n, field, role_key, content_key)
+            _check_content(content, n, raw_role, f"{at}.{content_key}", content_key, calls)
+        read = (role_key, content_key, *(TURN_KEYS.get(role, ()) if read_keys else ()))
+        for key in turn:
+            if key not in read:
+                _warn_ignored(warn, key, field, at, role_key, content_key, bool(read_keys))
+        messages.append({"role": role, "content": content, **extra})
     return messages
 
 
-def _check_conversation(messages: list[dict[str, str]], format: str) -> None:
+def _require_turn_key(
+    turn: dict, key: str, n: int, field: str, role_key: str, content_key: str
+) -> None:
+    if key not in turn:
+        raise InvalidRecord(
+            f"turn {n} of '{field}' has no '{key}' key (it has {sorted(turn)})",
+            fix=f'write each turn as {{"{role_key}": "...", "{content_key}": "..."}}',
+            about_format=True,
+            code="missing-key",
+            field=f"{field}[{n - 1}].{key}",
+        )
+
+
+def _check_content(
+    content: object, n: int, raw_role: str, at: str, content_key: str, calls: bool
+) -> None:
+    if not isinstance(content, str):
+        fix = "give the text as one string (multimodal content parts are not supported)"
+        if content is None and raw_role == "assistant":
+            fix = 'give the answer as a string, or the tool calls it makes as "tool_calls"'
+        raise InvalidRecord(
+            f"turn {n} ({raw_role}): '{content_key}' must be a string, got {kind_of(content)}",
+            fix=fix,
+            code="wrong-type",
+            field=at,
+        )
+    # A tool may return nothing; a call may come without words.
+    if not content.strip() and raw_role != "tool" and not calls:
+        raise InvalidRecord(
+            f"turn {n} ({raw_role}) has empty content",
+            fix="fill it in, or drop the turn or the record",
+            code="empty-content",
+            field=at,
+        )
+
+
+def _warn_ignored(
+    warn: Warn, key: str, field: str, at: str, role_key: str, content_key: str, chat: bool
+) -> None:
+    if chat:
+        reads = ("'role' and 'content', plus 'tool_calls' and 'weight' on assistant turns and "
+                 "'tool_call_id' on tool turns")  # fmt: skip
+        fix = "drop the key"
+    else:
+        reads = f"'{role_key}' and '{content_key}', and trains on every assistant turn"
+        fix = "drop the key, or drop the turns that should not be trained on"
+    warn(
+        "unknown-key",
+        f"key {key!r} of the turns in '{field}' is ignored: tuneloop reads only {reads}",
+        fix,
+        field=f"{at}.{key}",
+        key=("unknown-key", field, key),
+    )
+
+
+def _check_conversation(messages: list[dict], format: str) -> None:
     """The shape every example must have: one optional system message first, then user and
-    assistant turns in alternation, ending with an assistant answer (what the model learns)."""
+    assistant turns in alternation, ending with an assistant answer (what the model learns).
+    Tool results (`tool` turns) come between an assistant turn that calls tools and the next
+    turn; the tool calls themselves are checked by `tooluse.check_tool_flow`."""
     roles = [m["role"] for m in messages]
     answer = _ANSWER_TURN.get(format, _ANSWER_TURN["messages"])
     for n, role in enumerate(roles[1:], start=2):
         if role == "system":
-            raise _Bad(
+            raise InvalidRecord(
                 f"system message at turn {n}; a system message may only be the first turn",
                 fix="move it to the start of the conversation, or merge it into the first one",
                 code="role-order",
             )
     if "assistant" not in roles:
-        raise _Bad(
+        raise InvalidRecord(
             "no assistant turn: there is no answer for the model to learn",
             fix=f"add the expected answer as a final {answer} turn, or drop this record",
             code="no-assistant",
         )
     if roles[-1] != "assistant":
-        raise _Bad(
+        raise InvalidRecord(
             f"the last turn is '{roles[-1]}', not 'assistant'; the last turn is the answer "
             "the model learns",
             fix=f"end the conversation with the answer as a {answer} turn, or drop the "
@@ -468,25 +514,18 @@ def _check_conversation(messages: list[dict[str, str]], format: str) -> None:
             code="role-order",
         )
     if "user" not in roles:
-        raise _Bad("no user turn", fix="add the user's message before the answer", code="no-user")
+        raise InvalidRecord(
+            "no user turn", fix="add the user's message before the answer", code="no-user"
+        )
     for n in range(1, len(roles)):
-        if roles[n] == roles[n - 1]:
-            raise _Bad(
+        if roles[n] == roles[n - 1] and roles[n] != "tool":
+            raise InvalidRecord(
                 f"turns {n} and {n + 1} are both '{roles[n]}'; user and assistant turns must "
                 "alternate",
                 fix="merge the two turns into one, or insert the missing turn between them",
                 code="role-order",
             )
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true/false"
-    return {dict: "an object", list: "a list", str: "a string", int: "a number"}.get(
-        type(value), "a number" if isinstance(value, float) else type(value).__name__
-    )
+    check_weights(messages)
 
 
 # --------------------------------------------------------------------------------------------
@@ -520,7 +559,32 @@ def _with_meta(record: dict, ex: Example) -> dict:
     return record
 
 
+def _plain_chat(ex: Example, format: str) -> None:
+    """Tools, tool calls and turn weights exist only in the messages format (a weight of 1,
+    the default, is no loss)."""
+    keys = {
+        k
+        for m in ex.messages
+        for k, v in m.items()
+        if k not in ("role", "content") and (k, v) != ("weight", 1)
+    }
+    if ex.tools:
+        keys.add("tools")
+    if ex.parallel_tool_calls is not None:
+        keys.add("parallel_tool_calls")
+    if any(m["role"] == "tool" for m in ex.messages):
+        keys.add("tool turns")
+    if keys:
+        raise UserError(
+            f"this example cannot be written as {format}: it has {', '.join(sorted(keys))}, "
+            f"which {format} cannot hold",
+            where=ex.source or None,
+            fix="write the file as messages, which holds tools, tool calls and turn weights",
+        )
+
+
 def _single_turn(ex: Example, format: str, allow_system: bool) -> tuple[str | None, str, str]:
+    _plain_chat(ex, format)
     roles = [m["role"] for m in ex.messages]
     if roles == ["user", "assistant"] or (
         allow_system and roles == ["system", "user", "assistant"]
@@ -550,6 +614,7 @@ def _to_prompt_completion(ex: Example) -> dict:
 
 
 def _to_sharegpt(ex: Example) -> dict:
+    _plain_chat(ex, "sharegpt")
     turns = [{"from": _SHAREGPT_FROM[m["role"]], "value": m["content"]} for m in ex.messages]
     return _with_meta({"conversations": turns}, ex)
 

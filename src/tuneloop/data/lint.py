@@ -33,7 +33,7 @@ from tuneloop.data.findings import (
 )
 from tuneloop.data.pii import check_pii
 from tuneloop.data.prompts import check_system_prompts
-from tuneloop.data.records import Example, content_hash, prompt_hash
+from tuneloop.data.records import Example, content_hash, message_text, prompt_hash
 from tuneloop.data.split import find_leaks
 from tuneloop.data.tokens import check_token_lengths
 
@@ -139,7 +139,7 @@ def _near_duplicates(
                 "warning",
                 ex.source,
                 f"near-duplicate of {twin.source} (similarity {similarity:.2f}{same}): "
-                f"{shorten(ex.messages[-2]['content'], 40)}",
+                f"{shorten(message_text(ex.messages[-2]), 40)}",
                 fix="drop one of them (`--fix OUT` keeps the first), or make them differ",
                 related=twin.source,
             )
@@ -152,7 +152,7 @@ def _near_duplicates(
                 "warning",
                 ex.source,
                 f"nearly the same prompt as train {twin.source} (similarity {similarity:.2f}): "
-                f"{shorten(ex.messages[-2]['content'], 40)}; the held-out score may be inflated",
+                f"{shorten(message_text(ex.messages[-2]), 40)}; the held-out score may be inflated",
                 fix="drop one of the two, or split with `tuneloop data split`, which keeps "
                 "near-twins on one side",
                 related=twin.source,
@@ -311,7 +311,7 @@ def _volatile_facts(
 
 
 def _prompt_text(ex: Example) -> str:
-    return "\n".join(m["content"] for m in ex.prompt_messages)
+    return "\n".join(message_text(m) for m in ex.prompt_messages)
 
 
 CHECKS: list[Check] = [

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 from tuneloop.data.findings import Finding, LintOptions, field_of
-from tuneloop.data.records import Example
+from tuneloop.data.records import Example, message_text
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _NUMBER = re.compile(r"(?<![\w+])\+?\(?\d[\d ().-]{7,22}\d(?!\w)")
@@ -49,11 +49,12 @@ def find_pii(text: str) -> list[tuple[str, str]]:
 
 
 def check_pii(train: list[Example], heldout: list[Example], options: LintOptions) -> list[Finding]:
-    """A warning for each message that holds an e-mail, phone or card number."""
+    """A warning for each message (its tool calls' arguments included) that holds an e-mail,
+    phone or card number."""
     findings = []
     for ex in [*train, *heldout]:
         for i, message in enumerate(ex.messages):
-            hits = find_pii(message["content"])
+            hits = find_pii(message_text(message))
             if not hits:
                 continue
             kinds = dict.fromkeys(kind for kind, _ in hits)

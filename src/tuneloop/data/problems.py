@@ -41,6 +41,39 @@ class BadRecord:
     count: int = 1  # records this problem was seen on (warnings are reported once per kind)
 
 
+class InvalidRecord(Exception):
+    """A problem in one record, raised by the code that reads the record's values; the reader
+    catches it and adds the file and line. `about_format` asks the reader to say which format it
+    was reading, for problems that a wrong format explains."""
+
+    def __init__(
+        self,
+        what: str,
+        fix: str | None = None,
+        about_format: bool = False,
+        code: str = "invalid-record",
+        field: str | None = None,
+    ):
+        super().__init__(what)
+        self.what, self.fix, self.about_format = what, fix, about_format
+        self.code, self.field = code, field
+
+
+def kind_of(value: object) -> str:
+    """How a message names the JSON type of a value it did not expect.
+
+    >>> kind_of(None), kind_of(True), kind_of({}), kind_of(2.5)
+    ('null', 'true/false', 'an object', 'a number')
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    return {dict: "an object", list: "a list", str: "a string", int: "a number"}.get(
+        type(value), "a number" if isinstance(value, float) else type(value).__name__
+    )
+
+
 class StopReading(Exception):
     """A fatal problem was collected; the file cannot be read any further."""
 

@@ -11,14 +11,22 @@ supervised too, so the model learns to stop. With SmolLM2's ChatML template:
 The trailing newline after `<|im_end|>` is not trained: generation stops at `<|im_end|>`.
 Inference renders prompts with the very same template (`render_prompt`), ending with the
 assistant header, so the model sees at inference exactly what it saw in training.
+
+A chat from OpenAI's fine-tuning format (`tuneloop.data.tooluse`) is rendered with its `tools`
+passed to the template, and its tool calls in the template's own spelling. A turn that calls a
+tool is trained like any answer (with `chatml-tools`: `<tool_call>...</tool_call><|im_end|>`);
+an assistant turn of `"weight": 0` is not trained at all, and tool results never are. A
+template that cannot render tool use is refused (`chat_templates.check_renders_tools`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from tuneloop.data.chat_templates import check_renders_tools
 from tuneloop.data.records import Example
+from tuneloop.data.tooluse import template_messages, uses_tools
 from tuneloop.errors import UserError
 
 IGNORE_INDEX = -100
@@ -61,9 +69,7 @@ class TruncationReport:
         )
 
 
-def with_instruction(
-    messages: list[dict[str, str]], instruction: str | None
-) -> list[dict[str, str]]:
+def with_instruction(messages: list[dict], instruction: str | None) -> list[dict]:
     """The task instruction (`task.instruction`) as the system message of a chat that has none;
     a chat with its own system message keeps it. The one rule that training, evaluation,
     distillation, serving and export apply, so a model is asked as it was trained.
@@ -81,29 +87,47 @@ def example_with_instruction(example: Example, instruction: str | None) -> Examp
     messages = with_instruction(example.messages, instruction)
     if messages is example.messages:
         return example
-    return Example(messages=messages, meta=example.meta, source=example.source)
+    return replace(example, messages=messages)
 
 
-def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
+def render_chat(
+    tokenizer, messages: list[dict], tools: list[dict] | None = None, generation: bool = False
+) -> str:
+    """The chat as the model's template renders it, with the `tools` offered; `generation`
+    adds the assistant header. A chat with tool use first checks that the template can
+    render it (a `UserError` naming `model.chat_template` if not)."""
+    if uses_tools(messages, tools):
+        check_renders_tools(tokenizer)
+    extra = {"tools": tools} if tools else {}
+    return tokenizer.apply_chat_template(
+        template_messages(messages), add_generation_prompt=generation, tokenize=False, **extra
+    )
+
+
+def render_prompt(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> str:
     """The text inference feeds the model: the chat so far plus the assistant header."""
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return render_chat(tokenizer, messages, tools, generation=True)
 
 
-def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered chat and the character spans of every assistant turn (content + end token).
+def assistant_spans(
+    tokenizer, messages: list[dict], tools: list[dict] | None = None
+) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered chat and the character spans of every assistant turn (content + end token),
+    weight-0 turns included (`tokenize_example` leaves them out of the loss).
 
     A span runs from the end of the prompt rendered up to that turn (with the assistant header)
     to the end of the chat rendered through that turn, minus trailing whitespace. Templates that
     do not end a turn with the end-of-sequence token get it appended, so every turn can stop.
+    The `tools` are rendered in every prefix, as in the whole chat, so the prefixes still agree.
     """
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    text = render_chat(tokenizer, messages, tools)
     eos = tokenizer.eos_token
     spans: list[tuple[int, int]] = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = render_prompt(tokenizer, messages[:i])
-        through = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+        before = render_prompt(tokenizer, messages[:i], tools)
+        through = render_chat(tokenizer, messages[: i + 1], tools)
         if not (text.startswith(before) and text.startswith(through)):
             raise UserError(
                 "the model's chat template renders a conversation differently depending on "
@@ -120,11 +144,14 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, lis
 
 
 def tokenize_example(tokenizer, example: Example) -> TokenizedExample:
-    """Token ids and labels for one chat, with loss only on assistant spans.
+    """Token ids and labels for one chat, with loss only on assistant spans of weight 1.
 
-    A token is supervised when its characters overlap an assistant span.
+    A token is supervised when its characters overlap the span of an assistant turn that does
+    not carry `"weight": 0`; a tool-call turn's span is its rendered calls.
     """
-    text, spans = assistant_spans(tokenizer, example.messages)
+    text, every = assistant_spans(tokenizer, example.messages, example.tools)
+    weights = [m.get("weight", 1) for m in example.messages if m["role"] == "assistant"]
+    spans = [span for span, weight in zip(every, weights, strict=True) if weight != 0]
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     labels = [IGNORE_INDEX] * len(enc["input_ids"])
     for t, (start, end) in enumerate(enc["offset_mapping"]):

@@ -24,6 +24,7 @@ from tuneloop.data.templates import (
     example_with_instruction,
     tokenize_example,
 )
+from tuneloop.errors import UserError
 
 FIX_LENGTH = "raise train.max_length (--max-length), shorten the example, or drop it"
 
@@ -60,7 +61,11 @@ def check_token_lengths(
     if options.tokenizer is None or not train:
         return []
     limit, policy = options.max_length, options.truncation
-    measured = measure(options.tokenizer, train, limit, policy, options.instruction)
+    try:
+        measured = measure(options.tokenizer, train, limit, policy, options.instruction)
+    except UserError as e:  # a template that cannot render the data (tool calls): say so
+        problem = e.problems[0]
+        return [Finding("chat-template", "error", files_of(train), problem.what, fix=problem.fix)]
     findings = []
     for item in measured.items:
         n = len(item.input_ids)

@@ -237,7 +237,9 @@ def advise(recipe: Recipe, progress: bool = True, measure_steps: int = 3) -> Adv
     findings = lint_examples(data.train, data.heldout)
     kind = task_kind(recipe, heldout)
     metric = primary_metric(kind, recipe.task.metric)
-    model, tokenizer, source = load(recipe.model.name, recipe.model.trust_remote_code)
+    model, tokenizer, source = load(
+        recipe.model.name, recipe.model.trust_remote_code, recipe.model.chat_template
+    )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     precision = resolve_precision(recipe.train.precision, device)

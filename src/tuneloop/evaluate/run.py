@@ -202,9 +202,10 @@ def answer(spec: Rung, model, tokenizer, prompts, examples, max_new_tokens, reci
         preds, usage = recorded_answers(spec.recorded, examples)
         return preds, usage, f"answers recorded in {spec.recorded.path}"
     usage: list[dict] = []
+    tools = [ex.tools for ex in examples] if any(ex.tools for ex in examples) else None
     preds = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                      batch_size=ev.batch_size, precision=precision, progress=progress,
-                     usage=usage)  # fmt: skip
+                     usage=usage, tools=tools)  # fmt: skip
     who = recipe.model.name + (" with the run's adapter" if spec.asks == "tuned" else "")
     return preds, usage, who
 
@@ -362,7 +363,9 @@ def evaluate_run(
     shots = {"few-shot", "retrieval-few-shot"} & {r.prompting for r in specs}
     train = train_examples(run, recipe) if shots else []
     knowledge = load_knowledge_of(recipe) if any(r.prompting == "rag" for r in specs) else None
-    model, tokenizer, _ = load(recipe.model.name, recipe.model.trust_remote_code)
+    model, tokenizer, _ = load(
+        recipe.model.name, recipe.model.trust_remote_code, recipe.model.chat_template
+    )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     precision = resolve_precision(recipe.train.precision, device)

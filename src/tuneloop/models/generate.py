@@ -51,8 +51,10 @@ def generate(
     progress: bool = False,
     cache: GenerationCache | bool | None = None,
     usage: list[dict] | None = None,
+    tools: list[list[dict] | None] | None = None,
 ) -> list[str]:
-    """Greedy answers to chat prompts, in input order.
+    """Greedy answers to chat prompts, in input order; `tools[i]`, when given, are the tools
+    prompt i offers (rendered by the chat template, as in training).
 
     `usage`, when given, is filled with one entry per prompt, the same keys an endpoint's
     reply has (`remote.Reply.usage`): `prompt_tokens`, `completion_tokens`, `latency_s` (the
@@ -73,7 +75,8 @@ def generate(
 
     cache = _chosen_cache(cache)
     device = next(model.parameters()).device
-    texts = [render_prompt(tokenizer, p) for p in prompts]
+    offered = tools or [None] * len(prompts)
+    texts = [render_prompt(tokenizer, p, t) for p, t in zip(prompts, offered, strict=True)]
     stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id
     answers: list[str] = [""] * len(prompts)

@@ -78,10 +78,19 @@ def resolve(name: str, trust_remote_code: bool = False) -> ModelSource:
     return ModelSource(name, _from_hub_cache(name), "hub-cache")
 
 
-def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
+def load_tokenizer(
+    source: ModelSource, trust_remote_code: bool = False, chat_template: str | None = None
+):
+    """The model's tokenizer, with `chat_template` (the recipe's `model.chat_template`: a
+    built-in name such as `chatml-tools`, or a Jinja file) in place of its own when given."""
     from transformers import AutoTokenizer
 
+    from tuneloop.data.chat_templates import read_chat_template
+
+    template = read_chat_template(chat_template) if chat_template else None
     tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code)
+    if template is not None:
+        tokenizer.chat_template = template
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(
             f"the tokenizer of `{source.name}` has no chat template, so chat examples cannot be "
@@ -106,10 +115,10 @@ def load_model(source: ModelSource, trust_remote_code: bool = False):
     return model
 
 
-def load(name: str, trust_remote_code: bool = False):
-    """(model, tokenizer, source) for a recipe's `model.name`."""
+def load(name: str, trust_remote_code: bool = False, chat_template: str | None = None):
+    """(model, tokenizer, source) for a recipe's `model.name` (and `model.chat_template`)."""
     source = resolve(name, trust_remote_code)
-    tokenizer = load_tokenizer(source, trust_remote_code)
+    tokenizer = load_tokenizer(source, trust_remote_code, chat_template)
     model = load_model(source, trust_remote_code)
     return model, tokenizer, source
 

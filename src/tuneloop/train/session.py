@@ -73,7 +73,7 @@ def prepare(recipe: Recipe):
         )
     check_data_fits_objective(recipe)
     source = resolve(recipe.model.name, recipe.model.trust_remote_code)
-    tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
+    tokenizer = load_tokenizer(source, recipe.model.trust_remote_code, recipe.model.chat_template)
     check_method(skeleton(source, recipe.model.trust_remote_code), cfg)
     data = OBJECTIVES[cfg.objective].prepare(recipe, tokenizer)
     return source, tokenizer, data
