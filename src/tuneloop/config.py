@@ -723,8 +723,10 @@ class Recipe(Section):
             suite.path = absolute(suite.path)
         for recorded in out.eval.recorded:
             recorded.path = absolute(recorded.path)
-        if out.task.knowledge:
-            out.task.knowledge.paths = [absolute(p) for p in out.task.knowledge.paths]
+        if knowledge := out.task.knowledge:
+            knowledge.paths = [absolute(p) for p in knowledge.paths]
+            if knowledge.embedder and (base / knowledge.embedder).exists():
+                knowledge.embedder = str((base / knowledge.embedder).resolve())
         template = out.model.chat_template
         if template and (base / template).is_file():
             out.model.chat_template = str((base / template).resolve())
