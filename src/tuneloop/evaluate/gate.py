@@ -406,7 +406,8 @@ def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport
         ladder_summary,
         overfit,
         load_preference(run),
-        rung_costs(run, [*gated_rungs(gate), "tuned"]),
+        rung_costs(run, [*gated_rungs(gate), *sorted(p.stem for p in run.eval_dir.glob("*.json")),
+                         "tuned"]),  # fmt: skip
     )
     write_json(run.path / "gate.json", report.to_dict())
     from tuneloop.registry import record
@@ -416,9 +417,10 @@ def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport
 
 
 def rung_costs(run: Run, rungs: list[str]) -> dict[str, dict]:
-    """The saved summary of each rung, for the table of quality, latency and cost."""
+    """The saved summary of each rung evaluated (in the order given, tuned last), for the table
+    of quality, latency and cost."""
     out = {}
-    for rung in rungs:
+    for rung in sorted(dict.fromkeys(rungs), key=lambda r: r == "tuned"):
         path = run.eval_dir / f"{rung}.json"
         s = json.loads(path.read_text()) if path.is_file() else {}
         if s.get("metric") in s and "ci" in s:  # a summary with scores (not a bare stub)
