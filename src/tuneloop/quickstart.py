@@ -137,8 +137,9 @@ def run_quickstart(
 
 def verdict_table(results: dict[str, dict]) -> str:
     base, tuned = results["zero-shot"], results["tuned"]
-    keys = [k for k in ("exact_match", "accuracy", "macro_f1", "json_valid", "json_exact")
-            if k in base and k in tuned]  # fmt: skip
+    decides = tuned.get("metric")  # the task's metric first, then the kind's usual ones
+    names = (decides, "exact_match", "accuracy", "macro_f1", "json_valid", "json_exact")
+    keys = [k for k in dict.fromkeys(names) if k and k in base and k in tuned]
     rows = [("metric", "zero-shot", "tuned", "gain")]
     for k in keys:
         rows.append((k, f"{base[k]:.1%}", f"{tuned[k]:.1%}", f"{tuned[k] - base[k]:+.1%}"))

@@ -187,6 +187,26 @@ def hosted_reasons(rungs: dict[str, dict], metric: str, recipe: Recipe) -> list[
     return reasons
 
 
+def knowledge_reasons(zero: list[dict], rag: list[dict], metric: str, recipe: Recipe) -> list[str]:
+    """What RAG's gain over zero-shot says, when a paired test shows one: the answers live in
+    the documents, which a tuned model never reads."""
+    from tuneloop.evaluate.stats import paired_test
+
+    ev = recipe.eval
+    a = [i["scores"][metric] for i in zero]
+    b = [i["scores"][metric] for i in rag]
+    t = paired_test(a, b, 0.0, ev.confidence, ev.bootstrap, ev.seed)
+    if t.status != "pass":
+        return []
+    return [
+        f"rag beats zero-shot by {t.estimate * 100:+.1f} points [{t.low * 100:+.1f}, "
+        f"{t.high * 100:+.1f}] ({t.test}): the answers are in your documents. Fine-tuning "
+        "teaches the facts of its training items, not of documents it never saw; keep retrieval "
+        "for knowledge, fine-tune for format and behaviour, and gate the tuned model against "
+        "rag (gate.rungs)"
+    ]
+
+
 def power_sentence(p: dict) -> str:
     """The gate's power in words, for the advice and its reasons."""
     head = (
@@ -244,12 +264,14 @@ def advise(recipe: Recipe, progress: bool = True, measure_steps: int = 3) -> Adv
     model.to(device)
     precision = resolve_precision(recipe.train.precision, device)
     specs = [rung_of(name, recipe) for name in recipe.rung_names()]
+    answers: dict[str, list[dict]] = {}
     knowledge = load_knowledge_of(recipe) if any(r.prompting == "rag" for r in specs) else None
     rungs = {}
     for spec in specs:
         result = evaluate_rung(model, tokenizer, spec, heldout, recipe, precision, progress,
                                data.train, knowledge)  # fmt: skip
         rungs[spec.name] = result.summary
+        answers[spec.name] = result.items
     estimate = None
     if measure_steps > 0:
         estimate = measure_training(
@@ -258,6 +280,8 @@ def advise(recipe: Recipe, progress: bool = True, measure_steps: int = 3) -> Adv
     local = {name: s for name, s in rungs.items() if s["asks"] == "base"}
     verdict, reasons = recommend(local, metric, recipe.task.target, findings, len(data.train))
     reasons += hosted_reasons(rungs, metric, recipe)
+    if "rag" in answers:
+        reasons += knowledge_reasons(answers["zero-shot"], answers["rag"], metric, recipe)
     best = max(local, key=lambda r: local[r][metric])
     gate, ev = recipe.gate, recipe.eval
     power = gate_power(best, rungs[best][metric], recipe.task.target, gate.margin,
