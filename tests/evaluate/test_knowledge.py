@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import handbook_generator
 from tuneloop.config import KnowledgeConfig
 from tuneloop.errors import UserError
 from tuneloop.evaluate.knowledge import (
@@ -292,17 +292,10 @@ def test_hit_rate_counts_items_that_name_a_source():
 @pytest.fixture(scope="module")
 def handbook(tmp_path_factory):
     """The generated handbook (seed 0): (folder, questions)."""
-    path = REPO / "bench" / "knowledge" / "handbook.py"
-    spec = importlib.util.spec_from_file_location("bench_knowledge_handbook", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-    try:
-        spec.loader.exec_module(module)
-        out = tmp_path_factory.mktemp("kb")
-        counts = module.write(out, seed=0)
-        again = module.generate(seed=0)
-    finally:
-        del sys.modules[spec.name]
+    module = handbook_generator()
+    out = tmp_path_factory.mktemp("kb")
+    counts = module.write(out, seed=0)
+    again = module.generate(seed=0)
     lines = (out / "questions.jsonl").read_text(encoding="utf-8").splitlines()
     questions = [json.loads(line) for line in lines]
     assert counts["questions"] == len(questions) == len(again.questions)
