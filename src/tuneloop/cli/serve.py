@@ -41,20 +41,29 @@ def serve(
         None, help="Sampled log of requests and answers (default: WORKSPACE/serve/requests.jsonl)."
     ),
     log_sample: float = typer.Option(0.1, min=0.0, max=1.0, help="Share of requests logged."),
+    engine_name: str = typer.Option(
+        "tuneloop",
+        "--engine",
+        help="tuneloop (this package's engine) or vllm (runs `vllm serve`, on GPUs).",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="With --engine vllm: print vLLM's command and exit."
+    ),
+    allow_runtime_adapters: bool = typer.Option(
+        False,
+        "--allow-runtime-adapters",
+        help="With --engine vllm: let clients load adapters (POST /v1/load_lora_adapter).",
+    ),
     workspace: Path = WORKSPACE,
 ) -> None:
     """Serve adapters over one base model: /v1/chat/completions, /v1/completions, /metrics."""
     quiet_libraries()
     from tuneloop.errors import UserError
-    from tuneloop.serve.adapters import parse_adapter_arg
-    from tuneloop.serve.app import create_app
-    from tuneloop.serve.engine import Engine
-    from tuneloop.serve.requestlog import RequestLog
-    from tuneloop.serve.server import serve_forever
 
     if precision not in ("auto", "bf16", "fp32"):
         raise UserError(f"unknown precision {precision!r}", "--precision", "auto, bf16 or fp32")
-    specs = [parse_adapter_arg(a, workspace) for a in adapters or []]
+    if engine_name not in ("tuneloop", "vllm"):
+        raise UserError(f"unknown engine {engine_name!r}", "--engine", "tuneloop or vllm")
     options = ServeOptions(
         cache_size=cache_size,
         max_batch=max_batch,
@@ -63,6 +72,27 @@ def serve(
         max_body_bytes=max_body_bytes,
         precision=precision,
     )
+    if engine_name == "vllm":
+        from tuneloop.serve.vllm_engine import VllmOptions, not_on_vllm, serve_with_vllm
+
+        vllm = VllmOptions(host, port, api_key, allow_runtime_adapters, options)
+        missing = not_on_vllm(options, log, log_sample)
+        serve_with_vllm(adapters or [], model, vllm, workspace, dry_run, typer.echo, missing)
+        return
+    for flag, given in (
+        ("--dry-run", dry_run),
+        ("--allow-runtime-adapters", allow_runtime_adapters),
+    ):
+        if given:
+            raise UserError(f"{flag} is for vLLM", flag, f"add --engine vllm, or drop {flag}")
+
+    from tuneloop.serve.adapters import parse_adapter_arg
+    from tuneloop.serve.app import create_app
+    from tuneloop.serve.engine import Engine
+    from tuneloop.serve.requestlog import RequestLog
+    from tuneloop.serve.server import serve_forever
+
+    specs = [parse_adapter_arg(a, workspace) for a in adapters or []]
     engine = Engine.load(model, specs, options)
     log = log or workspace / "serve" / "requests.jsonl"
     request_log = RequestLog(log, rate=log_sample) if log_sample > 0 else None

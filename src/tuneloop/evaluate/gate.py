@@ -398,6 +398,7 @@ def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport
         }
         for rung, r in per_rung.items()
     }
+    evaluated = sorted(p.stem for p in run.eval_dir.glob("*.json"))
     report = GateReport(
         run.id,
         all(c.passed for c in conditions),
@@ -406,8 +407,7 @@ def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport
         ladder_summary,
         overfit,
         load_preference(run),
-        rung_costs(run, [*gated_rungs(gate), *sorted(p.stem for p in run.eval_dir.glob("*.json")),
-                         "tuned"]),  # fmt: skip
+        rung_costs(run, [*gated_rungs(gate), *evaluated, "tuned"]),
     )
     write_json(run.path / "gate.json", report.to_dict())
     from tuneloop.registry import record
