@@ -227,6 +227,30 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, raw, status, 
     assert answer(server, "alpha", PROMPTS[0])  # still serving
 
 
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"frequency_penalty": -1}, "frequency_penalty"),
+        ({"logit_bias": {"42": 5}}, "logit_bias"),
+        ({"best_of": 3}, "best_of"),
+        ({"tool_choice": "required"}, "tool_choice"),
+    ],
+)
+def test_fields_that_would_change_the_answer_are_refused_not_ignored(server, extra, param):
+    body = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}], **extra}
+    got, out = request(server, "POST", "/v1/chat/completions", body)
+    assert got == 400 and out["error"]["param"] == param, out
+    assert out["error"]["code"] == "unsupported_parameter"
+    harmless = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}],
+                "response_format": {"type": "text"}, "presence_penalty": 0, "seed": 7}  # fmt: skip
+    assert request(server, "POST", "/v1/chat/completions", harmless)[0] == 200
+    suffix = {"model": "alpha", "prompt": "hi", "suffix": "bye"}
+    got, out = request(server, "POST", "/v1/completions", suffix)
+    assert got == 400 and out["error"]["param"] == "suffix"
+
+
 @pytest.mark.parametrize("auth", [None, "Bearer wrong-key", "Basic dGVzdC1rZXk="])
 def test_a_wrong_or_missing_api_key_gets_401(server, auth):
     headers = {"Content-Type": "application/json"} | ({"Authorization": auth} if auth else {})

@@ -5,8 +5,10 @@ A mistake in a request is answered with a 4xx status and a body clients already 
     {"error": {"message": "model `nope` is not served here; served: __base__, support",
                "type": "invalid_request_error", "param": "model", "code": "model_not_found"}}
 
-Fields the server cannot honour (`n` > 1, tools, log-probabilities) are refused rather than
-silently ignored; harmless ones it does not use (`user`, `presence_penalty`, ...) are ignored.
+Fields the server cannot honour (`n` > 1, tools, log-probabilities, `response_format` other
+than text, `best_of`, `suffix`, penalties, `logit_bias`) are refused with a 400 naming the field
+rather than silently ignored; only fields that change nothing in the answer (`user`,
+`metadata`, `seed` ...) are accepted and unused.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ class _Body(BaseModel):
     stream_options: dict[str, Any] | None = None
     stop: str | list[str] | None = None
     logprobs: bool | int | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None
+    best_of: int | None = None
 
     @field_validator("stop")
     @classmethod
@@ -84,6 +90,17 @@ class _Body(BaseModel):
             raise RequestError(
                 400, "logprobs are not supported", "logprobs", "unsupported_parameter"
             )
+        for name in ("frequency_penalty", "presence_penalty"):
+            if getattr(self, name):
+                raise _unsupported(name, "penalties are not applied here; send 0 or leave it out")
+        if self.logit_bias:
+            raise _unsupported("logit_bias", "leave it out")
+        if self.best_of not in (None, 1):
+            raise _unsupported("best_of", "send 1 or leave it out")
+
+
+def _unsupported(field: str, fix: str) -> RequestError:
+    return RequestError(400, f"{field} is not supported: {fix}", field, "unsupported_parameter")
 
 
 class Message(BaseModel):
@@ -110,11 +127,21 @@ class ChatRequest(_Body):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     tools: list[Any] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
 
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
         if self.tools:
             raise RequestError(400, "tools are not supported", "tools", "unsupported_parameter")
+        if self.tool_choice not in (None, "none", "auto"):
+            raise _unsupported("tool_choice", "no tools are served; leave it out")
+        if self.response_format and self.response_format.get("type") != "text":
+            raise _unsupported(
+                "response_format",
+                "constrained JSON output is not served yet; ask for JSON in the prompt and "
+                "validate the answer, or leave it out",
+            )
 
     @property
     def limit(self) -> int | None:
@@ -131,9 +158,12 @@ class ChatRequest(_Body):
 class CompletionRequest(_Body):
     prompt: str | list[str]
     echo: bool = False
+    suffix: str | None = None
 
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
+        if self.suffix:
+            raise _unsupported("suffix", "fill-in-the-middle is not supported; leave it out")
         if self.echo:
             raise RequestError(400, "echo is not supported", "echo", "unsupported_parameter")
         if isinstance(self.prompt, list) and len(self.prompt) != 1:
