@@ -192,6 +192,12 @@ class TaskConfig(Section):
             return {"paths": value}
         return value
 
+    @property
+    def constrainable(self) -> bool:
+        """A JSON task: its answers can be held to JSON (task.json_schema, else any object)
+        by grammar-constrained decoding, the `constrained` rung."""
+        return self.kind == "json" or self.json_schema is not None
+
     def problems(self, judge: bool) -> list[tuple[tuple, str, str]]:
         """Mistakes that would otherwise surface only after generation, as (field path, what,
         fix): a schema JSON Schema itself rejects, a metric no task kind produces. `judge`
@@ -434,7 +440,7 @@ class JudgeConfig(Section):
     )
 
 
-PROMPTINGS = ("zero-shot", "few-shot", "rag")
+PROMPTINGS = ("zero-shot", "few-shot", "rag", "constrained")
 RUNG_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
@@ -450,11 +456,12 @@ class EndpointConfig(Section):
     )
     price_in: float = Field(0.0, ge=0, description="USD per million prompt tokens.")
     price_out: float = Field(0.0, ge=0, description="USD per million completion tokens.")
-    prompts: list[Literal["zero-shot", "few-shot", "rag"]] = Field(
+    prompts: list[Literal["zero-shot", "few-shot", "rag", "constrained"]] = Field(
         ["zero-shot"],
         min_length=1,
         description="How it is asked: rung `<name>` (zero-shot), `<name>+few-shot`, "
-        "`<name>+rag` (needs task.knowledge).",
+        "`<name>+rag` (needs task.knowledge), `<name>+constrained` (zero-shot with a JSON "
+        "response_format from task.json_schema; a json task).",
     )
     concurrency: int = Field(8, gt=0, description="Requests in flight at once.")
     rate_limit: float | None = Field(
@@ -662,6 +669,7 @@ class Recipe(Section):
         (`rag` only with task.knowledge), then each endpoint's and recorded answers' rungs."""
         base = ["zero-shot", "few-shot", "retrieval-few-shot"]
         base += ["rag"] if self.task.knowledge else []
+        base += ["constrained"] if self.task.constrainable else []
         endpoints = [
             e.name if p == "zero-shot" else f"{e.name}+{p}"
             for e in self.eval.endpoints
@@ -673,7 +681,7 @@ class Recipe(Section):
         """Rung names that clash or are unknown, and `rag` asked without documents."""
         found = []
         known = self.rung_names()
-        reserved = {"zero-shot", "few-shot", "retrieval-few-shot", "rag", "tuned"}
+        reserved = {"zero-shot", "few-shot", "retrieval-few-shot", "rag", "constrained", "tuned"}
         seen: set[str] = set()
         named = [("endpoints", i, e.name) for i, e in enumerate(self.eval.endpoints)]
         named += [("recorded", i, r.name) for i, r in enumerate(self.eval.recorded)]
@@ -687,6 +695,12 @@ class Recipe(Section):
                 ))  # fmt: skip
             seen.add(name)
         for i, e in enumerate(self.eval.endpoints):
+            if "constrained" in e.prompts and not self.task.constrainable:
+                found.append((
+                    ("eval", "endpoints", i, "prompts"),
+                    f"endpoint `{e.name}` is asked `constrained`, but this is not a JSON task",
+                    "set task.kind: json (and task.json_schema for a schema), or drop it",
+                ))  # fmt: skip
             if "rag" in e.prompts and not self.task.knowledge:
                 found.append((
                     ("eval", "endpoints", i, "prompts"),

@@ -70,7 +70,7 @@ def test_every_rung_and_the_probes_generate_in_one_batched_call(monkeypatch, tin
     calls = []
 
     def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size, precision, progress,
-                      usage=None, tools=None):  # fmt: skip
+                      usage=None, tools=None, constraint=None):  # fmt: skip
         calls.append((len(prompts), batch_size))
         if usage is not None:
             usage[:] = [{} for _ in prompts]
@@ -196,3 +196,29 @@ def test_a_dpo_runs_items_are_its_pairs_prompts_with_the_chosen_answer(tmp_path,
     assert heldout[0].label == LABELS[10 % 3]
     train = run_mod.train_examples(run, recipe)
     assert [ex.reference for ex in train] == [LABELS[i % 3] for i in range(4)]
+
+
+def test_the_constrained_rung_holds_answers_to_the_task_schema(tiny_tokenizer, tiny_model):
+    """A JSON task gets the `constrained` rung: zero-shot, every answer valid under
+    task.json_schema by grammar-constrained decoding (the random tiny model writes no JSON by
+    itself)."""
+    schema = {"type": "object", "properties": {"topic": {"enum": ["alpha", "beta"]}},
+              "required": ["topic"], "additionalProperties": False}  # fmt: skip
+    recipe = Recipe.model_validate({
+        "data": {"train": "x"},
+        "task": {"kind": "json", "json_schema": schema},
+        "eval": {"max_new_tokens": 24, "batch_size": 4},
+    })  # fmt: skip
+    assert "constrained" in recipe.rung_names()
+    examples = [
+        run_mod.Example([{"role": "user", "content": f"message number {i}"},
+                         {"role": "assistant", "content": '{"topic": "alpha"}'}])
+        for i in range(6)
+    ]  # fmt: skip
+    free = run_mod.evaluate_rung(tiny_model, tiny_tokenizer, "zero-shot", examples, recipe,
+                                 "fp32", False)  # fmt: skip
+    held = run_mod.evaluate_rung(tiny_model, tiny_tokenizer, "constrained", examples, recipe,
+                                 "fp32", False)  # fmt: skip
+    assert free.summary["json_schema"] == 0.0
+    assert held.summary["json_valid"] == 1.0 and held.summary["json_schema"] == 1.0
+    assert held.summary["prompting"] == "constrained"

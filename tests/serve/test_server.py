@@ -230,7 +230,18 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, raw, status, 
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "schema": {"type": "object", "properties": {"n": {"type": "int"}}}
+                    },
+                }
+            },
+            "response_format",
+        ),
         ({"presence_penalty": 0.5}, "presence_penalty"),
         ({"frequency_penalty": -1}, "frequency_penalty"),
         ({"logit_bias": {"42": 5}}, "logit_bias"),
@@ -242,13 +253,54 @@ def test_fields_that_would_change_the_answer_are_refused_not_ignored(server, ext
     body = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}], **extra}
     got, out = request(server, "POST", "/v1/chat/completions", body)
     assert got == 400 and out["error"]["param"] == param, out
-    assert out["error"]["code"] == "unsupported_parameter"
+    assert out["error"]["code"] in ("unsupported_parameter", "invalid_response_format")
     harmless = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}],
                 "response_format": {"type": "text"}, "presence_penalty": 0, "seed": 7}  # fmt: skip
     assert request(server, "POST", "/v1/chat/completions", harmless)[0] == 200
     suffix = {"model": "alpha", "prompt": "hi", "suffix": "bye"}
     got, out = request(server, "POST", "/v1/completions", suffix)
     assert got == 400 and out["error"]["param"] == "suffix"
+
+
+LABEL_SCHEMA = {
+    "type": "object",
+    "properties": {"label": {"enum": ["alpha", "beta", "gamma"]}, "urgent": {"type": "boolean"}},
+    "required": ["label", "urgent"],
+    "additionalProperties": False,
+}
+
+
+def test_a_json_schema_response_format_is_enforced_without_cross_talk(server):
+    """The tiny random model writes no JSON by itself; under `json_schema` every answer parses
+    and validates, and an unconstrained request batched beside constrained ones answers as it
+    does alone."""
+    import threading
+
+    import jsonschema
+
+    fmt = {"type": "json_schema", "json_schema": {"name": "label", "schema": LABEL_SCHEMA}}
+    alone = answer(server, "beta", PROMPTS[2])
+    results: dict = {}
+
+    def ask(key, model, prompt, **extra):
+        results[key] = chat(server, model, prompt, max_tokens=40, **extra)
+
+    threads = [threading.Thread(target=ask, args=(i, m, PROMPTS[i % 3]),
+                                kwargs={"response_format": fmt})
+               for i, m in enumerate(["alpha", "__base__", "alpha", "beta"])]  # fmt: skip
+    threads.append(threading.Thread(target=ask, args=("free", "beta", PROMPTS[2])))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for key in range(4):
+        status, body = results[key]
+        assert status == 200, body
+        content = body["choices"][0]["message"]["content"]
+        jsonschema.validate(json.loads(content), LABEL_SCHEMA)
+        assert body["choices"][0]["finish_reason"] == "stop"
+    status, body = results["free"]
+    assert status == 200 and body["choices"][0]["message"]["content"][: len(alone)] == alone
 
 
 @pytest.mark.parametrize("auth", [None, "Bearer wrong-key", "Basic dGVzdC1rZXk="])

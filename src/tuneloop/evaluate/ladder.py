@@ -16,7 +16,10 @@ The ways of prompting:
 - `retrieval-few-shot`: the k train examples nearest to each item (BM25 over the user text),
   the nearest placed last, next to the question;
 - `rag`: the k passages of the user's documents (`task.knowledge`, `knowledge.py`) nearest to
-  the item, put in its user turn; the retrieved passage ids are kept per item.
+  the item, put in its user turn; the retrieved passage ids are kept per item;
+- `constrained` (a JSON task): zero-shot, with the answer held to `task.json_schema` (any JSON
+  object without one) by grammar-constrained decoding (`models/constrain.py`); an endpoint is
+  sent the same schema as its `response_format`.
 
 When no train example shares a system prompt with the items (held-out asked under another
 instruction than train), both rungs draw from all of train, each item keeps its own system
@@ -45,7 +48,7 @@ from tuneloop.data.records import Example
 from tuneloop.errors import UserError
 
 LADDER = ("zero-shot", "few-shot", "retrieval-few-shot")
-PROMPTINGS = (*LADDER, "rag")
+PROMPTINGS = (*LADDER, "rag", "constrained")
 
 
 @dataclass(frozen=True)
@@ -227,7 +230,7 @@ def rung_prompts(
 ) -> list[list[dict[str, str]]]:
     """The prompts a way of prompting (or a base-model rung's name) gives the model for
     `items` (the tuned rung is asked zero-shot). `rag` needs documents: `rag_prompts`."""
-    if rung in ("zero-shot", "tuned"):
+    if rung in ("zero-shot", "tuned", "constrained"):
         return [ex.prompt_messages for ex in items]
     if rung == "few-shot":
         return few_shot_prompts(items, train, k_few, seed)

@@ -194,7 +194,12 @@ def answer(spec: Rung, model, tokenizer, prompts, examples, max_new_tokens, reci
             timeout_s=e.timeout_s, retries=e.retries, cache=active_reply_cache(),
             where=f"eval.endpoints[{index}]",
         )  # fmt: skip
-        replies = client.chat(prompts, max_new_tokens, progress=progress)
+        extra = (
+            {"response_format": response_format(recipe)}
+            if spec.prompting == "constrained"
+            else None
+        )
+        replies = client.chat(prompts, max_new_tokens, progress=progress, extra=extra)
         return [r.text for r in replies], [r.usage for r in replies], f"{e.model} at {e.url}"
     if spec.asks == "recorded":
         from tuneloop.evaluate.recorded import recorded_answers
@@ -203,11 +208,26 @@ def answer(spec: Rung, model, tokenizer, prompts, examples, max_new_tokens, reci
         return preds, usage, f"answers recorded in {spec.recorded.path}"
     usage: list[dict] = []
     tools = [ex.tools for ex in examples] if any(ex.tools for ex in examples) else None
+    constraint = None
+    if spec.prompting == "constrained":
+        from tuneloop.models.constrain import JsonConstraint
+
+        constraint = JsonConstraint(tokenizer, recipe.task.json_schema, "task.json_schema")
     preds = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                      batch_size=ev.batch_size, precision=precision, progress=progress,
-                     usage=usage, tools=tools)  # fmt: skip
+                     usage=usage, tools=tools, constraint=constraint)  # fmt: skip
     who = recipe.model.name + (" with the run's adapter" if spec.asks == "tuned" else "")
     return preds, usage, who
+
+
+def response_format(recipe: Recipe) -> dict:
+    """The OpenAI `response_format` of the `constrained` rungs: task.json_schema, else any
+    JSON object."""
+    schema = recipe.task.json_schema
+    if schema is None:
+        return {"type": "json_object"}
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema,
+                                                   "strict": True}}  # fmt: skip
 
 
 def rung_cost(spec: Rung, usage: list[dict], recipe: Recipe) -> dict:

@@ -22,8 +22,13 @@ import time
 import weakref
 from contextlib import closing, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuneloop.data.templates import render_prompt
+
+if TYPE_CHECKING:
+    # layer-exception: a type hint only; constrain uses this module's stop tokens at run time
+    from tuneloop.models.constrain import JsonConstraint
 
 NO_CACHE_ENV = "TUNELOOP_NO_CACHE"
 # A derived `eval.max_new_tokens` is the longest reference plus a quarter (at least 8 tokens),
@@ -52,6 +57,7 @@ def generate(
     cache: GenerationCache | bool | None = None,
     usage: list[dict] | None = None,
     tools: list[list[dict] | None] | None = None,
+    constraint: JsonConstraint | None = None,
 ) -> list[str]:
     """Greedy answers to chat prompts, in input order; `tools[i]`, when given, are the tools
     prompt i offers (rendered by the chat template, as in training).
@@ -64,6 +70,10 @@ def generate(
 
     Prompts are sorted by length so each batch pads little, left-padded so every row's next
     token is at the same position, and stop at the end-of-turn token.
+
+    `constraint`, when given, holds every answer to JSON valid under its schema (grammar-
+    constrained decoding, `models.constrain`); its schema is part of the cache key, so a
+    constrained answer is never served for an unconstrained request, nor the other way.
 
     `cache`: None uses the active cache (`use_cache`; the command line sets one), False none,
     or the given `GenerationCache`. Only prompts the cache does not hold reach the model. A
@@ -86,6 +96,8 @@ def generate(
         settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size,
                     "precision": precision, "device": device.type, "do_sample": False,
                     "stops": stops, "pad": pad}  # fmt: skip
+        if constraint is not None:
+            settings["constraint"] = constraint.cache_key
         keys = cache_keys(model, tokenizer, settings, texts)
         found = cache.get(keys) if keys is not None else {}
     todo = [i for i in range(len(texts)) if keys is None or keys[i] not in found]
@@ -100,7 +112,7 @@ def generate(
     if todo:
         with torch.no_grad():
             _generate(model, tokenizer, texts, todo, answers, max_new_tokens, batch_size,
-                      precision, progress, stops, pad, device, spent)  # fmt: skip
+                      precision, progress, stops, pad, device, spent, constraint)  # fmt: skip
     if cache is not None and keys is not None:
         cache.put({keys[i]: answers[i] for i in todo}, {keys[i]: spent[i] for i in todo})
         cache.hits += len(texts) - len(todo)
@@ -111,9 +123,10 @@ def generate(
 
 
 def _generate(model, tokenizer, texts, todo, answers, max_new_tokens, batch_size, precision,
-              progress, stops, pad, device, spent) -> None:  # fmt: skip
+              progress, stops, pad, device, spent, constraint=None) -> None:  # fmt: skip
     """Answer `texts[i]` for every i in `todo`, into `answers[i]`; what each cost into
-    `spent[i]`."""
+    `spent[i]`. A `constraint` gets a fresh logits processor per batch (it keeps each row's
+    parse state)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -132,6 +145,9 @@ def _generate(model, tokenizer, texts, todo, answers, max_new_tokens, batch_size
             n = len(encoded[i])
             ids[row, width - n :] = torch.tensor(encoded[i])
             mask[row, width - n :] = 1
+        extra = {}
+        if constraint is not None:
+            extra["logits_processor"] = [constraint.logits_processor(len(chunk))]
         started = time.perf_counter()
         with autocast(precision, device):
             out = model.generate(
@@ -141,6 +157,7 @@ def _generate(model, tokenizer, texts, todo, answers, max_new_tokens, batch_size
                 do_sample=False,
                 eos_token_id=stops,
                 pad_token_id=pad,
+                **extra,
             )
         seconds = time.perf_counter() - started
         for row, i in enumerate(chunk):

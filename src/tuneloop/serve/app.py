@@ -153,8 +153,9 @@ def _job(engine: Engine, endpoint: str, body: ChatRequest | CompletionRequest) -
         make_job, prompt = engine.completion_job, body.text()
         logged = {"prompt": prompt}
     job = make_job(
-        body.model, prompt, body.limit, body.temperature, body.top_p, body.stops, body.stream
-    )
+        body.model, prompt, body.limit, body.temperature, body.top_p, body.stops, body.stream,
+        **({"response_format": body.response_format} if endpoint == "chat" else {}),
+    )  # fmt: skip
     return job, logged
 
 

@@ -63,6 +63,7 @@ class Job:
     stream: bool = False
     strip: bool = True  # chat answers are stripped of surrounding blanks, as eval strips them
     emit: Callable[[tuple[str, object]], None] | None = None
+    constraint: object = None  # a models.constrain.JsonConstraint (response_format), or None
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
     created: float = field(default_factory=time.perf_counter)
     tokens: list[int] = field(default_factory=list)
@@ -152,6 +153,22 @@ class _RowStops(StoppingCriteria):
             if not job.done:
                 job.push(token)
         return torch.tensor([job.done for job in self.jobs], device=input_ids.device)
+
+
+def _constraint(tokenizer, response_format: dict | None):
+    """The grammar constraint a request's `response_format` asks for (None for text); a
+    malformed format or an invalid schema is a 400 naming the field."""
+    if not response_format or response_format.get("type") == "text":
+        return None
+    from tuneloop.errors import UserError
+    from tuneloop.models.constrain import from_response_format
+
+    try:
+        return from_response_format(tokenizer, response_format)
+    except UserError as err:
+        problem = err.problems[0]
+        message = f"{problem.what}; {problem.fix}" if problem.fix else problem.what
+        raise RequestError(400, message, problem.where, "invalid_response_format") from None
 
 
 class Engine:
@@ -261,9 +278,11 @@ class Engine:
         top_p: float = 1.0,
         stop: list[str] | None = None,
         stream: bool = False,
+        response_format: dict | None = None,
     ) -> Job:
         """A job for a chat, rendered with the adapter's own chat template; a chat without a
-        system message gets the run's task instruction, as in training and evaluation."""
+        system message gets the run's task instruction, as in training and evaluation. A JSON
+        `response_format` is enforced by grammar-constrained decoding (`models.constrain`)."""
         tokenizer = self._tokenizer(model)
         spec = self.specs.get(model)
         messages = with_instruction(messages, spec.instruction if spec else None)
@@ -277,7 +296,9 @@ class Engine:
                 "invalid_messages",
             ) from None
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        return self._job(model, ids, max_tokens, temperature, top_p, stop, stream)
+        job = self._job(model, ids, max_tokens, temperature, top_p, stop, stream)
+        job.constraint = _constraint(tokenizer, response_format)
+        return job
 
     def completion_job(
         self,
@@ -496,6 +517,11 @@ class Engine:
         self.metrics.batch_size.observe(len(jobs))
         self.metrics.batch_models.observe(len(set(names)))
 
+        constraints = [j.constraint for j in jobs]
+        if any(constraints):  # each row under its own response_format, or free
+            from tuneloop.models.constrain import rows_processor
+
+            extra["logits_processor"] = [rows_processor(constraints)]
         with autocast(self.precision, self.device):
             model.generate(
                 input_ids=ids.to(self.device),

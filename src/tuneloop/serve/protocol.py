@@ -5,8 +5,9 @@ A mistake in a request is answered with a 4xx status and a body clients already 
     {"error": {"message": "model `nope` is not served here; served: __base__, support",
                "type": "invalid_request_error", "param": "model", "code": "model_not_found"}}
 
-Fields the server cannot honour (`n` > 1, tools, log-probabilities, `response_format` other
-than text, `best_of`, `suffix`, penalties, `logit_bias`) are refused with a 400 naming the field
+A JSON `response_format` (`json_object`, `json_schema`) is enforced by grammar-constrained
+decoding. Fields the server cannot honour (`n` > 1, tools, log-probabilities, `best_of`,
+`suffix`, penalties, `logit_bias`) are refused with a 400 naming the field
 rather than silently ignored; only fields that change nothing in the answer (`user`,
 `metadata`, `seed` ...) are accepted and unused.
 """
@@ -136,12 +137,6 @@ class ChatRequest(_Body):
             raise RequestError(400, "tools are not supported", "tools", "unsupported_parameter")
         if self.tool_choice not in (None, "none", "auto"):
             raise _unsupported("tool_choice", "no tools are served; leave it out")
-        if self.response_format and self.response_format.get("type") != "text":
-            raise _unsupported(
-                "response_format",
-                "constrained JSON output is not served yet; ask for JSON in the prompt and "
-                "validate the answer, or leave it out",
-            )
 
     @property
     def limit(self) -> int | None:
