@@ -200,3 +200,25 @@ class AdapterPool:
         del self.loaded[name]
         if self.on_evict:
             self.on_evict(name)
+
+
+def base_model_of(model: str | None, adapters: list[AdapterSpec]) -> str:
+    """The base model to serve: `--model`, else the one the adapters were trained on; every
+    adapter must have been trained on it."""
+    if model is None:
+        recorded = [a.base_model for a in adapters if a.base_model]
+        if not recorded:
+            raise UserError(
+                "no base model to serve",
+                "--model",
+                "pass --model NAME, or adapters trained by tuneloop",
+            )
+        model = recorded[0]
+    for a in adapters:
+        if not same_model(a.base_model, model):
+            raise UserError(
+                f"adapter `{a.name}` was trained on `{a.base_model}`, not on `{model}`",
+                str(a.path),
+                "serve adapters of one base model together (one server per base model)",
+            )
+    return model

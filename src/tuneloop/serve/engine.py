@@ -32,7 +32,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from tuneloop.data.templates import render_prompt, with_instruction
 from tuneloop.models.generate import stop_token_ids
 from tuneloop.models.precision import autocast, resolve_precision
-from tuneloop.serve.adapters import BASE, AdapterPool, AdapterSpec, same_model
+from tuneloop.serve.adapters import BASE, AdapterPool, AdapterSpec, base_model_of
 from tuneloop.serve.metrics import ServeMetrics
 from tuneloop.serve.options import ServeOptions
 from tuneloop.serve.protocol import RequestError
@@ -229,22 +229,7 @@ class Engine:
                 "--adapter",
                 "name each adapter once: NAME=RUN",
             )
-        if base is None:
-            recorded = [a.base_model for a in adapters if a.base_model]
-            if not recorded:
-                raise UserError(
-                    "no base model to serve",
-                    "--model",
-                    "pass --model NAME, or adapters trained by tuneloop",
-                )
-            base = recorded[0]
-        for a in adapters:
-            if not same_model(a.base_model, base):
-                raise UserError(
-                    f"adapter `{a.name}` was trained on `{a.base_model}`, not on `{base}`",
-                    str(a.path),
-                    "serve adapters of one base model together (one server per base model)",
-                )
+        base = base_model_of(base, adapters)
         model, tokenizer, _ = load(base)
         model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
         tokenizers = {}

@@ -54,7 +54,13 @@ from pathlib import Path
 
 from tuneloop.errors import UserError
 from tuneloop.export.vllm import MAX_LORA_RANKS, check_vllm
-from tuneloop.serve.adapters import BASE, NAME, AdapterSpec, parse_adapter_arg, same_model
+from tuneloop.serve.adapters import (
+    BASE,
+    NAME,
+    AdapterSpec,
+    base_model_of,
+    parse_adapter_arg,
+)
 from tuneloop.serve.options import ServeOptions
 
 DTYPES = {"auto": "auto", "bf16": "bfloat16", "fp32": "float32"}  # our --precision -> --dtype
@@ -186,7 +192,7 @@ def plan_vllm(args: list[str], model: str | None, workspace: Path) -> VllmPlan:
         plan = VllmPlan(base, [], f"{name} ({folder})")
         return _with_template(_staged_note(plan, staging), templates, staging)
 
-    base_name = _base_name(model, adapters)
+    base_name = base_model_of(model, adapters)
     from tuneloop.models.load import resolve
 
     source = resolve(base_name)
@@ -273,27 +279,6 @@ def _one_full_model(
             f"serve {names} alone, and the rest from another server (another --port)",
         )
     return fulls[0]
-
-
-def _base_name(model: str | None, adapters: list[AdapterSpec]) -> str:
-    """`--model`, else the model the adapters were trained on; they must agree."""
-    if model is None:
-        recorded = [a.base_model for a in adapters if a.base_model]
-        if not recorded:
-            raise UserError(
-                "no base model to serve",
-                "--model",
-                "pass --model NAME, or adapters trained by tuneloop",
-            )
-        model = recorded[0]
-    for a in adapters:
-        if not same_model(a.base_model, model):
-            raise UserError(
-                f"adapter `{a.name}` was trained on `{a.base_model}`, not on `{model}`",
-                str(a.path),
-                "serve adapters of one base model together (one server per base model)",
-            )
-    return model
 
 
 def _served_adapter(spec: AdapterSpec, model_type: str | None, staging: Path) -> ServedAdapter:
