@@ -212,15 +212,8 @@ class GenerationCache:
     def _select(self, table: str, column: str, keys: list[str]) -> list[tuple[str, str]]:
         if not self.path.exists():
             return []
-        rows: list[tuple[str, str]] = []
-        unique = list(dict.fromkeys(keys))
         with closing(self._connect()) as con:
-            for start in range(0, len(unique), 500):  # SQLite's limit on bound parameters
-                part = unique[start : start + 500]
-                marks = ",".join("?" * len(part))
-                query = f"SELECT key, {column} FROM {table} WHERE key IN ({marks})"
-                rows += con.execute(query, part).fetchall()
-        return rows
+            return rows_by_key(con, table, column, keys)
 
     def put(self, answers: dict[str, str], usage: dict[str, dict] | None = None) -> None:
         if not answers:
@@ -229,6 +222,19 @@ class GenerationCache:
             con.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?)", answers.items())
             rows = [(k, json.dumps({**u, "cached": False})) for k, u in (usage or {}).items()]
             con.executemany("INSERT OR REPLACE INTO usage VALUES (?, ?)", rows)
+
+
+def rows_by_key(con: sqlite3.Connection, table: str, column: str, keys: list[str]) -> list:
+    """(key, value) rows of `table` for the given keys, asked 500 at a time (SQLite's limit on
+    bound parameters); the answer caches on disk all read this way."""
+    rows: list = []
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), 500):
+        part = unique[start : start + 500]
+        marks = ",".join("?" * len(part))
+        query = f"SELECT key, {column} FROM {table} WHERE key IN ({marks})"
+        rows += con.execute(query, part).fetchall()
+    return rows
 
 
 def default_cache_folder() -> Path:

@@ -70,19 +70,14 @@ class ReplyCache:
         return con
 
     def get(self, keys: list[str]) -> dict[str, Reply]:
+        from tuneloop.models.generate import rows_by_key
+
         if not self.path.exists():
             return {}
-        found: dict[str, Reply] = {}
-        unique = list(dict.fromkeys(keys))
         with closing(self._connect()) as con:
-            for start in range(0, len(unique), 500):  # SQLite's limit on bound parameters
-                part = unique[start : start + 500]
-                marks = ",".join("?" * len(part))
-                query = f"SELECT key, reply FROM replies WHERE key IN ({marks})"
-                for key, blob in con.execute(query, part).fetchall():
-                    saved = json.loads(blob)
-                    found[key] = Reply(saved["text"], {**saved["usage"], "cached": True})
-        return found
+            rows = rows_by_key(con, "replies", "reply", keys)
+        saved = {key: json.loads(blob) for key, blob in rows}
+        return {k: Reply(s["text"], {**s["usage"], "cached": True}) for k, s in saved.items()}
 
     def put(self, key: str, reply: Reply) -> None:
         blob = json.dumps({"text": reply.text, "usage": {**reply.usage, "cached": False}})
