@@ -694,19 +694,20 @@ class Recipe(Section):
                     "give each endpoint and recorded rung its own name",
                 ))  # fmt: skip
             seen.add(name)
+        needs = {  # a way of asking an endpoint, and what it needs of the task
+            "constrained": (self.task.constrainable, "this is not a JSON task",
+                            "set task.kind: json (and task.json_schema for a schema), or drop it"),
+            "rag": (bool(self.task.knowledge), "task.knowledge is not set",
+                    "set task.knowledge to the documents' folder, or drop `rag`"),
+        }  # fmt: skip
         for i, e in enumerate(self.eval.endpoints):
-            if "constrained" in e.prompts and not self.task.constrainable:
-                found.append((
-                    ("eval", "endpoints", i, "prompts"),
-                    f"endpoint `{e.name}` is asked `constrained`, but this is not a JSON task",
-                    "set task.kind: json (and task.json_schema for a schema), or drop it",
-                ))  # fmt: skip
-            if "rag" in e.prompts and not self.task.knowledge:
-                found.append((
-                    ("eval", "endpoints", i, "prompts"),
-                    f"endpoint `{e.name}` is asked with `rag`, but task.knowledge is not set",
-                    "set task.knowledge to the documents' folder, or drop `rag`",
-                ))  # fmt: skip
+            for prompting, (available, why, fix) in needs.items():
+                if prompting in e.prompts and not available:
+                    found.append((
+                        ("eval", "endpoints", i, "prompts"),
+                        f"endpoint `{e.name}` is asked with `{prompting}`, but {why}",
+                        fix,
+                    ))  # fmt: skip
         for i, rung in enumerate(self.gate.rungs):
             if rung not in known:
                 found.append((
