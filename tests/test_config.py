@@ -73,6 +73,27 @@ def test_relative_paths_resolve_against_recipe_folder_not_cwd(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize(
+    ("given", "resolved"),
+    [
+        ("file:mlruns", "file://{base}/mlruns"),
+        ("./mlruns", "file://{base}/mlruns"),
+        ("file:///srv/mlruns", "file:///srv/mlruns"),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("sqlite:///mlflow.db", "sqlite:///mlflow.db"),
+    ],
+)
+def test_an_mlflow_folder_resolves_against_the_recipe_folder(tmp_path, monkeypatch, given,
+                                                             resolved):  # fmt: skip
+    """Training, evaluation and the gate must find one store wherever they are started."""
+    sub = tmp_path / "project"
+    sub.mkdir()
+    write(sub, f"data: {{train: t.jsonl}}\ntrack: {{mlflow: '{given}'}}\n")
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe(Path("project/tuneloop.yaml"))
+    assert recipe.track.mlflow == resolved.format(base=sub.resolve())
+
+
+@pytest.mark.parametrize(
     ("text", "field", "line", "guess"),
     [
         ("data: {train: t.jsonl}\ntrian: {lr: 0.1}\n", "trian", 2, "train"),

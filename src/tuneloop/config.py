@@ -635,12 +635,31 @@ class GateConfig(Section):
 
 
 class TrackConfig(Section):
-    tensorboard: bool = Field(False, description="Write TensorBoard event files into the run.")
+    tensorboard: bool = Field(
+        False, description="Write TensorBoard event files into the run's `tensorboard/` folder."
+    )
     mlflow: str | None = Field(
         None,
-        description="MLflow tracking URI (a server such as http://127.0.0.1:5000, or "
-        "sqlite:///mlflow.db); unset means no MLflow.",
+        description="MLflow tracking URI: a server (http://127.0.0.1:5000), a folder "
+        "(file:./mlruns; MLflow 3 opens one only with MLFLOW_ALLOW_FILE_STORE=true) or a "
+        "database (sqlite:///mlflow.db; needs the full mlflow package). Unset: no MLflow.",
     )
+
+    def store_against(self, base: Path) -> str | None:
+        """`mlflow` with a folder made absolute against `base` (the recipe's folder), so that
+        training, evaluation and the gate find the same store wherever they are started:
+        `file:./mlruns` -> `file:///abs/mlruns`; servers and absolute URIs as given."""
+        uri = self.mlflow
+        if uri is None or uri == "databricks":  # MLflow's one URI without a scheme
+            return uri
+        scheme, colon, rest = uri.partition(":")
+        if colon and len(scheme) > 1 and scheme != "file":  # http:, sqlite:, databricks ...
+            return uri
+        path = rest if colon and len(scheme) > 1 else uri
+        if path.startswith("//"):  # file://host/path or file:///path
+            return uri
+        folder = Path(path).expanduser()
+        return (folder if folder.is_absolute() else base / folder).resolve().as_uri()
 
 
 class Recipe(Section):
@@ -751,6 +770,7 @@ class Recipe(Section):
         model_path = Path(out.model.name).expanduser()
         if not model_path.is_absolute() and (base / model_path).exists():
             out.model.name = str((base / model_path).resolve())
+        out.track.mlflow = out.track.store_against(base)
         return out
 
     def to_yaml(self) -> str:

@@ -42,6 +42,7 @@ from tuneloop.evaluate.run import evaluate_run, load_items
 from tuneloop.evaluate.stats import PairedTest, mean_ci, paired_test
 from tuneloop.evaluate.suites import CHANCE, Suite, is_current, probe_suites
 from tuneloop.files import write_json
+from tuneloop.track import check_trackers, log_gate
 from tuneloop.workspace import Run
 
 OVERFIT_WARN = 0.10  # train score above held-out by more than this: say so
@@ -348,6 +349,7 @@ def overfit_gap(train: list[dict], heldout: list[dict], metric: str) -> dict:
 def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport:
     """Evaluate whatever is missing, decide, save `gate.json` in the run folder."""
     recipe = load_recipe(run.recipe_path)
+    check_trackers(recipe)
     gate, ev = recipe.gate, recipe.eval
     suites = probe_suites(recipe)
     rungs, probe_models, train_gap = needed(run, gate, suites)
@@ -409,10 +411,12 @@ def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport
         load_preference(run),
         rung_costs(run, [*gated_rungs(gate), *evaluated, "tuned"]),
     )
-    write_json(run.path / "gate.json", report.to_dict())
+    saved = report.to_dict()
+    write_json(run.path / "gate.json", saved)
     from tuneloop.registry import record
 
     record.gate(run.path, run.id, report.passed, [c.sentence for c in conditions])
+    log_gate(run, recipe, saved)  # to the recipe's trackers, if any
     return report
 
 

@@ -31,6 +31,7 @@ from tuneloop.evaluate.ladder import Rung, rag_prompts, rung_of, rung_prompts, s
 from tuneloop.files import write_json, write_text
 from tuneloop.models import generate as gen
 from tuneloop.models.generate import generate
+from tuneloop.track import check_trackers, log_evaluations
 from tuneloop.workspace import Run
 
 DEFAULT_RUNGS = ("zero-shot", "tuned")
@@ -375,6 +376,7 @@ def evaluate_run(
 
     recipe = load_recipe(run.recipe_path)
     specs = [rung_of(r, recipe) for r in rungs]  # an unknown rung is refused before any work
+    check_trackers(recipe)
     preference = recipe.train.objective == "dpo" and (preference or "tuned" in rungs)
     needs_tuned = "tuned" in rungs or "tuned" in probes or train_gap or preference
     if needs_tuned:
@@ -421,6 +423,7 @@ def evaluate_run(
     if "tuned" in probes:
         for result in evaluate_probes(model, tokenizer, "tuned", recipe, precision, progress):
             keep(result, "probes")
+    log_evaluations(run, recipe, results)  # to the recipe's trackers, if any
     return results
 
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -36,6 +37,9 @@ from tuneloop.train.checkpoint import (
     save_checkpoint,
 )
 from tuneloop.train.distributed import Distributed
+
+if TYPE_CHECKING:
+    from tuneloop.track import Trackers
 
 # (model, batch) -> summed loss over the batch's `n` terms, and scalars to log.
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
@@ -155,6 +159,7 @@ def run_loop(
     evaluate: Callable[[], dict[str, float]] | None = None,
     dist: Distributed | None = None,
     step_module: torch.nn.Module | None = None,
+    trackers: Trackers | None = None,
 ) -> LoopState:
     """Run optimizer steps `state.step .. cfg.total_steps - 1`; return the final state.
 
@@ -163,6 +168,7 @@ def run_loop(
     so accumulation and processes do not change what is optimised. Every `eval_every` steps
     `evaluate()` gives the held-out loss; early stopping ends the run after `patience`
     evaluations without improvement, and `restore_best` ends it with the best weights.
+    Every line logged to metrics.jsonl also goes to `trackers` (TensorBoard, MLflow).
     """
     from tqdm.auto import tqdm
 
@@ -248,6 +254,8 @@ def run_loop(
         if dist.main and (state.step % cfg.log_every == 0 or state.step == cfg.total_steps
                           or "eval_loss" in record):  # fmt: skip
             log.append(record)
+            if trackers is not None:
+                trackers.log(record)
         bar.update(1)
         checkpoint_due = (
             state.step % cfg.checkpoint_every == 0

@@ -35,6 +35,7 @@ from tuneloop.models.adapters import (
 )
 from tuneloop.models.load import load_tokenizer, resolve, weights_hash
 from tuneloop.models.precision import resolve_precision
+from tuneloop.track import Trackers, check_trackers
 from tuneloop.train import distill, distributed, dpo, sft
 from tuneloop.train.checkpoint import LoopState
 from tuneloop.train.forward import (
@@ -72,6 +73,7 @@ def prepare(recipe: Recipe):
             "`train.method: full`",
         )
     check_data_fits_objective(recipe)
+    check_trackers(recipe)
     source = resolve(recipe.model.name, recipe.model.trust_remote_code)
     tokenizer = load_tokenizer(source, recipe.model.trust_remote_code, recipe.model.chat_template)
     check_method(skeleton(source, recipe.model.trust_remote_code), cfg)
@@ -220,34 +222,39 @@ def train(
             "FSDP: no checkpoints during the run (sharded optimizer state is not gathered), so "
             "it cannot be resumed; the final weights are gathered and saved"
         )
-    started = time.perf_counter()
-    state = run_loop(
-        model, optimizer, scheduler, batches, loss_fn, loop_cfg, state, run.checkpoints, log,
-        device, progress, evaluate=evaluate, dist=dist, step_module=step_module,
-    )  # fmt: skip
-    loop_seconds = time.perf_counter() - started
+    # The trackers (recipe's `track:`) get the recipe and every step the loop logs; one
+    # process tracks. Leaving the block ends the tracker's run: finished, failed or killed.
+    tracked = Trackers(run, recipe if dist.main else None, training=True, resumed_at=state.step)
+    with tracked as trackers:
+        started = time.perf_counter()
+        state = run_loop(
+            model, optimizer, scheduler, batches, loss_fn, loop_cfg, state, run.checkpoints, log,
+            device, progress, evaluate=evaluate, dist=dist, step_module=step_module,
+            trackers=trackers,
+        )  # fmt: skip
+        loop_seconds = time.perf_counter() - started
 
-    # Under FSDP every process holds a shard: gathering the full weights is collective.
-    state_dict = _full_state_dict(step_module) if dist.fsdp else None
-    if dist.main:
-        save_output(model, tokenizer, run, recipe, state_dict)
-        losses = [r["loss"] for r in log.read()]
-        run.update(
-            status="finished",
-            steps=state.step,
-            stopped_early=state.stopped_early,
-            best_eval_loss=state.best_eval,
-            best_step=state.best_step,
-            tokens=state.tokens,
-            real_tokens=state.real_tokens,
-            supervised_tokens=state.supervised_tokens,
-            train_seconds=round(state.elapsed, 2),
-            tokens_per_s=round(state.tokens / max(state.elapsed, 1e-9), 1),
-            final_loss=losses[-1] if losses else None,
-            output=str(run.path / output_folder(cfg.method)),
-            loop_seconds=round(loop_seconds, 3),
-            wall_seconds_this_session=round(time.perf_counter() - started, 2),
-        )
+        # Under FSDP every process holds a shard: gathering the full weights is collective.
+        state_dict = _full_state_dict(step_module) if dist.fsdp else None
+        if dist.main:
+            save_output(model, tokenizer, run, recipe, state_dict)
+            losses = [r["loss"] for r in log.read()]
+            run.update(
+                status="finished",
+                steps=state.step,
+                stopped_early=state.stopped_early,
+                best_eval_loss=state.best_eval,
+                best_step=state.best_step,
+                tokens=state.tokens,
+                real_tokens=state.real_tokens,
+                supervised_tokens=state.supervised_tokens,
+                train_seconds=round(state.elapsed, 2),
+                tokens_per_s=round(state.tokens / max(state.elapsed, 1e-9), 1),
+                final_loss=losses[-1] if losses else None,
+                output=str(run.path / output_folder(cfg.method)),
+                loop_seconds=round(loop_seconds, 3),
+                wall_seconds_this_session=round(time.perf_counter() - started, 2),
+            )
     dist.barrier()
     return run
 
