@@ -131,10 +131,16 @@ def _generate(model, tokenizer, texts, todo, answers, max_new_tokens, batch_size
     from tqdm.auto import tqdm
 
     from tuneloop.models.precision import autocast
+    from tuneloop.models.virtual import greedy_batch, virtual_tokens_of
 
     encoded = {i: tokenizer(texts[i], add_special_tokens=False)["input_ids"] for i in todo}
     order = sorted(todo, key=lambda i: len(encoded[i]))
     model.eval()
+    # A prompt-learning adapter decodes through our loop: PEFT's generate does not put its
+    # virtual tokens where training did (models/virtual.py).
+    virtual = virtual_tokens_of(model)
+    if virtual is not None and constraint is not None:
+        raise ValueError("constrained decoding is not available for a prompt-learning adapter")
     starts = range(0, len(order), batch_size)
     for start in tqdm(starts, desc="generate", disable=not progress, file=sys.stderr):
         chunk = order[start : start + batch_size]
@@ -150,18 +156,22 @@ def _generate(model, tokenizer, texts, todo, answers, max_new_tokens, batch_size
             extra["logits_processor"] = [constraint.logits_processor(len(chunk))]
         started = time.perf_counter()
         with autocast(precision, device):
-            out = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=stops,
-                pad_token_id=pad,
-                **extra,
-            )
+            if virtual is not None:
+                rows = [(virtual, encoded[i]) for i in chunk]
+                out = greedy_batch(model.get_base_model(), rows, stops, max_new_tokens)
+            else:
+                out = model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=stops,
+                    pad_token_id=pad,
+                    **extra,
+                )[:, width:].tolist()
         seconds = time.perf_counter() - started
         for row, i in enumerate(chunk):
-            new = [t for t in out[row, width:].tolist() if t not in stops and t != pad]
+            new = [t for t in out[row] if t not in stops and t != pad]
             answers[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
             spent[i] = {"prompt_tokens": len(encoded[i]), "completion_tokens": len(new),
                         "latency_s": seconds, "machine_s": seconds / len(chunk),
