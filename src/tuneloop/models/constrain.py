@@ -36,9 +36,15 @@ model can repeat a digit or a word forever in an `integer` or a `string`, and th
 then cut by `max_new_tokens` and does not parse. Bounds in the schema (`maxLength`,
 `maximum`, `maxItems`, `enum`) keep every answer finite.
 
-The grammar for a (tokenizer, schema) pair is compiled once and kept (`compiled_count` counts
-compilations); the tokenizer's own preparation (about half a second for a 49k vocabulary) is
-kept per tokenizer. llguidance is imported inside the functions that need it.
+`GrammarConstraint(tok, lark)` is the general form: answers in the language of a grammar in
+llguidance's Lark dialect, where `%json {...}` embeds a JSON Schema (tool calls,
+`tuneloop.serve.tools`). Both kinds share the machinery below and one interface: `matcher()`,
+`stops`, `vocab`, `cache_key`, `logits_processor(batch_size)` and `rows_processor([...])`.
+
+The grammar for a (tokenizer, schema or grammar) pair is compiled once and kept
+(`compiled_count` counts compilations); the tokenizer's own preparation (about half a second
+for a 49k vocabulary) is kept per tokenizer. llguidance is imported inside the functions that
+need it.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from tuneloop.errors import UserError
@@ -67,35 +74,30 @@ def compiled_count() -> int:
     return _compiled
 
 
-class JsonConstraint:
-    """Answers that are JSON valid under `schema` (None: any JSON object, OpenAI's
-    `json_object` mode) for `tokenizer`'s model. `where` names the setting the schema came
-    from (`response_format`, `task.json_schema`) in the `UserError` an invalid schema raises.
+class Constraint:
+    """What every constraint shares: the tokenizer's stop tokens (`stops`) and vocabulary size
+    (`vocab`), the compiled matcher a fresh copy of which starts each answer (`matcher()`), and
+    the logits processor. Subclasses say what the grammar is (`JsonConstraint`,
+    `GrammarConstraint`) and what besides the prompt decides an answer (`cache_key`)."""
 
-    Compiled when made (or taken from the cache); `logits_processor` is cheap, one per batch.
-    """
+    stops: list[int]
+    vocab: int
 
-    def __init__(self, tokenizer, schema: dict | None = None, where: str = "response_format"):
+    def _prepare(
+        self, tokenizer, grammar: str, where: str, problem: Callable[[str], UserError]
+    ) -> None:
+        """Compile `grammar` (llguidance's grammar text) for `tokenizer`, or take it from the
+        cache; `problem(error)` is the `UserError` for a grammar that does not compile."""
         from tuneloop.models.generate import stop_token_ids
 
-        self.schema = schema
-        self.where = where
         self.stops = stop_token_ids(tokenizer)
-        if schema is not None:
-            check_schema(schema, where)
         ll_tokenizer, fingerprint = _tokenizer(tokenizer, self.stops, where)
         self.vocab = ll_tokenizer.vocab_size
-        self._template = _compile(ll_tokenizer, fingerprint, schema, where)
+        self._template = _compile(ll_tokenizer, fingerprint, grammar, problem)
 
     @property
     def cache_key(self) -> dict:
-        """What decides a constrained answer besides the prompt and the model: the schema, the
-        engine and its version, the output format. `generate` puts it in its cache key."""
-        import llguidance
-
-        schema = None if self.schema is None else json.dumps(self.schema)  # in its key order
-        return {"json_schema": schema, "engine": f"{ENGINE} {llguidance.__version__}",
-                "format": JSON_OPTIONS}  # fmt: skip
+        raise NotImplementedError
 
     def matcher(self):
         """A fresh matcher at the start of an answer (a copy of the compiled template)."""
@@ -107,7 +109,66 @@ class JsonConstraint:
         return rows_processor([self] * batch_size)
 
 
-def rows_processor(constraints: list[JsonConstraint | None]) -> RowsProcessor:
+class JsonConstraint(Constraint):
+    """Answers that are JSON valid under `schema` (None: any JSON object, OpenAI's
+    `json_object` mode) for `tokenizer`'s model. `where` names the setting the schema came
+    from (`response_format`, `task.json_schema`) in the `UserError` an invalid schema raises.
+
+    Compiled when made (or taken from the cache); `logits_processor` is cheap, one per batch.
+    """
+
+    def __init__(self, tokenizer, schema: dict | None = None, where: str = "response_format"):
+        self.schema = schema
+        self.where = where
+        if schema is not None:
+            check_schema(schema, where)
+        chosen = ANY_OBJECT if schema is None else schema
+        self._prepare(
+            tokenizer, json_grammar(chosen), where, lambda e: _schema_problem(e, chosen, where)
+        )
+
+    @property
+    def cache_key(self) -> dict:
+        """What decides a constrained answer besides the prompt and the model: the schema, the
+        engine and its version, the output format. `generate` puts it in its cache key."""
+        import llguidance
+
+        schema = None if self.schema is None else json.dumps(self.schema)  # in its key order
+        return {"json_schema": schema, "engine": f"{ENGINE} {llguidance.__version__}",
+                "format": JSON_OPTIONS}  # fmt: skip
+
+
+class GrammarConstraint(Constraint):
+    """Answers in the language of `lark`, a grammar in llguidance's Lark dialect (its `%json
+    {...}` embeds a JSON Schema; give it `"x-guidance": JSON_OPTIONS` for json.dumps's
+    one-line spelling). `where` names the setting the grammar came from in the `UserError` a
+    grammar that does not compile raises.
+
+        city = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+                "required": ["city"], "x-guidance": JSON_OPTIONS}
+        lark = f'start: "No." | "Yes: " %json {json.dumps(city)}'
+        generate(model, tok, [chat], constraint=GrammarConstraint(tok, lark, "answer"))
+        # ['No.'], or 'Yes: ' and such an object: nothing else
+    """
+
+    def __init__(self, tokenizer, lark: str, where: str):
+        import llguidance
+
+        self.lark = lark
+        self.where = where
+        grammar = llguidance.LLMatcher.grammar_from_lark(lark)
+        self._prepare(tokenizer, grammar, where, lambda e: _grammar_problem(e, lark, where))
+
+    @property
+    def cache_key(self) -> dict:
+        """What decides a constrained answer besides the prompt and the model: the grammar
+        (its embedded schemas carry their output format), the engine and its version."""
+        import llguidance
+
+        return {"lark_grammar": self.lark, "engine": f"{ENGINE} {llguidance.__version__}"}
+
+
+def rows_processor(constraints: list[Constraint | None]) -> RowsProcessor:
     """A logits processor where row i of the batch is under `constraints[i]`, or free where it
     is None. All constraints must be for the same tokenizer."""
     made = [c for c in constraints if c is not None]
@@ -194,30 +255,68 @@ def check_schema(schema: Any, where: str) -> None:
         ) from None
 
 
-def _compile(ll_tokenizer, fingerprint: str, schema: dict | None, where: str):
-    """The compiled matcher for (tokenizer, schema), from the cache when there."""
-    global _compiled
+def check_compiles(schema: dict, where: str) -> None:
+    """A `UserError` unless llguidance can compile `schema` (checked without a tokenizer, so
+    cheap: a schema using keys it does not implement is refused before any compiling).
+
+    >>> check_compiles({"type": "object", "properties": {"n": {"not": {}}}}, "tools[0]")
+    Traceback (most recent call last):
+    ...
+    tuneloop.errors.UserError: tools[0]: constrained decoding (llguidance) cannot compile the \
+JSON Schema: Unimplemented keys: ["not"]; schema: {"type": "object", ...}
+      fix: correct that part. These compile: ...
+    """
+    import llguidance
+
+    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(json_grammar(schema))
+    if is_error:
+        raise _schema_problem(messages[0], schema, where)
+
+
+def json_grammar(schema: dict) -> str:
+    """llguidance's grammar text for answers valid under `schema`, spelled as JSON_OPTIONS say."""
     import llguidance
 
     # not sorted: the answer's keys come in the order the schema lists its properties
-    text = json.dumps(ANY_OBJECT if schema is None else schema)
-    key = (fingerprint, text)
+    return llguidance.LLMatcher.grammar_from_json_schema(json.dumps(schema), defaults=JSON_OPTIONS)
+
+
+def _schema_problem(error: str, schema: dict, where: str) -> UserError:
+    return UserError(
+        f"constrained decoding ({ENGINE}) cannot compile the JSON Schema: {error[:300]}; "
+        f"schema: {json.dumps(schema)[:300]}",
+        where,
+        "correct that part. These compile: type, properties, required, "
+        "additionalProperties, enum, const, items, prefixItems, min/maxItems, "
+        "min/maxLength, pattern, format, minimum/maximum, anyOf/oneOf/allOf, $ref to $defs; "
+        "these do not: not, if/then/else, dependentRequired, remote $ref",
+    )
+
+
+def _grammar_problem(error: str, lark: str, where: str) -> UserError:
+    return UserError(
+        f"constrained decoding ({ENGINE}) cannot compile the grammar: {error[:300]}; "
+        f"grammar: {lark[:300]}",
+        where,
+        "correct the grammar (llguidance's Lark dialect: https://github.com/guidance-ai/"
+        "llguidance/blob/main/docs/syntax.md)",
+    )
+
+
+def _compile(ll_tokenizer, fingerprint: str, grammar: str, problem: Callable[[str], UserError]):
+    """The compiled matcher for (tokenizer, grammar), from the cache when there; a grammar
+    that does not compile raises `problem(error)`."""
+    global _compiled
+    import llguidance
+
+    key = (fingerprint, grammar)
     with _lock:
         if key in _grammars:
             _grammars.move_to_end(key)
             return _grammars[key]
-    grammar = llguidance.LLMatcher.grammar_from_json_schema(text, defaults=JSON_OPTIONS)
     matcher = llguidance.LLMatcher(ll_tokenizer, grammar, log_level=0)
     if matcher.is_error():
-        raise UserError(
-            f"constrained decoding ({ENGINE}) cannot compile the JSON Schema: "
-            f"{matcher.get_error()[:300]}; schema: {text[:300]}",
-            where,
-            "correct that part. These compile: type, properties, required, "
-            "additionalProperties, enum, const, items, prefixItems, min/maxItems, "
-            "min/maxLength, pattern, format, minimum/maximum, anyOf/oneOf/allOf, $ref to $defs; "
-            "these do not: not, if/then/else, dependentRequired, remote $ref",
-        )
+        raise problem(matcher.get_error())
     with _lock:
         _grammars[key] = matcher
         _compiled += 1
