@@ -123,9 +123,11 @@ def train_tiny_run(
     steps: int = 6,
     lr: float = 0.01,
     target_modules: list[str] | None = None,
+    method: str = "lora",
 ):
-    """A finished tuneloop run, made as `tuneloop train` makes one: a few fp32 LoRA steps on the
-    tiny model, items labelled with one of three topics, a task instruction.
+    """A finished tuneloop run, made as `tuneloop train` makes one: a few fp32 steps of
+    `method` (LoRA by default) on the tiny model, items labelled with one of three topics, a
+    task instruction.
 
     The export and serve tests both start from such a run, so they build it here, one way;
     `target_modules=None` keeps the recipe's default LoRA targets.
@@ -161,6 +163,7 @@ def train_tiny_run(
             },
             "task": {"instruction": "Name the topic of the item."},
             "train": {
+                "method": method,
                 "max_steps": steps,
                 "batch_size": 4,
                 "lr": lr,

@@ -70,10 +70,10 @@ def test_serve_a_run_then_monitor_its_log(run, tmp_path):
     assert "wallet (" in drifted.output  # the unseen words, counted
 
 
-def test_serve_says_what_each_adapter_runs_on_and_refuses_prompt_tuning_honestly(
+def test_serve_says_what_each_adapter_runs_on_and_refuses_multitask_prompts_honestly(
     tiny_model_dir, tiny_tokenizer, tmp_path
 ):
-    from peft import PromptTuningConfig, get_peft_model
+    from peft import MultitaskPromptTuningConfig, PromptTuningConfig, get_peft_model
     from tiny_adapters import make_adapter
 
     from conftest import build_tiny_model
@@ -90,8 +90,15 @@ def test_serve_says_what_each_adapter_runs_on_and_refuses_prompt_tuning_honestly
         build_tiny_model(len(tiny_tokenizer)),
         PromptTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM"),
     ).save_pretrained(folder)
+    assert "virtual tokens" in read_spec("p", folder).served_on  # served (test_engine.py)
+
+    folder = tmp_path / "multitask"
+    get_peft_model(
+        build_tiny_model(len(tiny_tokenizer)),
+        MultitaskPromptTuningConfig(num_virtual_tokens=4, num_tasks=2, task_type="CAUSAL_LM"),
+    ).save_pretrained(folder)
     (folder / "tuneloop.json").write_text(json.dumps({"base_model": str(tiny_model_dir)}))
     out = CliRunner().invoke(app, ["serve", f"p={folder}"])
     assert out.exit_code == 2
-    assert "PROMPT_TUNING adapter" in out.output and "AutoPeftModelForCausalLM" in out.output
+    assert "MULTITASK_PROMPT_TUNING adapter" in out.output and "task id" in out.output
     assert "--merge" not in out.output  # export refuses it too: no pointing back and forth

@@ -153,14 +153,14 @@ def test_what_vllm_cannot_serve_as_lora_is_refused_with_the_reason(
         target_modules=["v_proj", "down_proj"], feedforward_modules=["down_proj"]
     )
     ia3 = peft_adapter("ia3", ia3_config)
-    with pytest.raises(UserError, match="adapter `x` is a IA3 adapter") as err:
+    with pytest.raises(UserError, match="vLLM serves LoRA adapters only; this is IA3") as err:
         plan_vllm([f"x={ia3}"], str(tiny_model_dir), ws)
     assert "--merge" in err.value.problems[0].fix
     for name, config in (
         ("prompt", PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)),
         ("prefix", PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)),
     ):
-        with pytest.raises(UserError, match="nor vLLM serves prompt-learning adapters") as err:
+        with pytest.raises(UserError, match="vLLM does not serve prompt-learning adapters") as err:
             plan_vllm([f"x={peft_adapter(name, config)}"], str(tiny_model_dir), ws)
         assert "train.method lora" in err.value.problems[0].fix
 

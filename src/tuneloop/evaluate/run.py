@@ -445,14 +445,13 @@ def load_tuned(run: Run, recipe: Recipe, base, precision: str, device):
     """The model the run trained, as it trained: its adapter on `base`, on a freshly loaded
     4-bit base for QLoRA (the adapter learned to correct the quantized weights), or the full
     fine-tuned weights (`base` unused)."""
-    from tuneloop.models.adapters import load_base, load_trained
+    from tuneloop.models.adapters import load_as_trained
     from tuneloop.models.load import resolve
 
-    folder = trained_output(run, recipe)
-    if recipe.train.method == "qlora":
-        source = resolve(recipe.model.name, recipe.model.trust_remote_code)
-        base = load_base(source, recipe.train, precision, recipe.model.trust_remote_code)
-    model = load_trained(base, folder)
+    trust = recipe.model.trust_remote_code
+    source = resolve(recipe.model.name, trust) if recipe.train.method == "qlora" else None
+    model = load_as_trained(trained_output(run, recipe), recipe.train, source, base, precision,
+                            trust)  # fmt: skip
     return model.to(device) if recipe.train.method == "full" else model
 
 

@@ -235,6 +235,17 @@ def save_trained(model, tokenizer, folder: str | Path, state_dict: dict | None =
     tokenizer.save_pretrained(folder)
 
 
+def load_as_trained(folder: str | Path, cfg: TrainConfig, source, base, precision: str,
+                    trust_remote_code: bool = False):  # fmt: skip
+    """The model a run trained, as it trained and as it is evaluated: its adapter on `base`;
+    on a freshly loaded 4-bit base for QLoRA (the adapter learned to correct the quantized
+    weights, `source` is the model's `ModelSource`); the saved model for full fine-tuning
+    (`base` unused). `tuneloop eval` and `tuneloop serve` both load runs through here."""
+    if cfg.method == "qlora":
+        base = load_base(source, cfg, precision, trust_remote_code)
+    return load_trained(base, folder)
+
+
 def load_trained(base, folder: str | Path, trainable: bool = False):
     """What `save_trained` wrote, ready to use: an adapter put on `base` (the model it was
     trained on), or, for full fine-tuning, the saved model itself (`base` is then unused and
@@ -260,17 +271,18 @@ PROMPT_LEARNING = ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING", "MULTITASK_PROM
 
 
 def prompt_learning_refusal(peft_type: str, folder: Path, field: str) -> UserError:
-    """The one honest answer for a prompt-learning adapter asked to be served or exported:
-    what does not work, why, and what does."""
+    """The one honest answer for a prompt-learning adapter asked to be exported, or served
+    where it cannot be: what does not work, why, and what does."""
+    served = "tuneloop serve (its own engine) serves prompt tuning, P-tuning and prefix tuning"
+    if peft_type not in ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING"):
+        served = f"no server runs {peft_type} (it needs a task id per request)"
     return UserError(
         f"{folder} is a {peft_type} adapter: it learned inputs put in front of every prompt, not "
-        "weights, so there is nothing to merge into the base model or convert to GGUF, and "
-        "neither tuneloop serve nor vLLM serves prompt-learning adapters",
+        "weights, so there is nothing to merge into the base model or convert to GGUF, and vLLM "
+        "does not serve prompt-learning adapters",
         field,
-        "use it where PEFT runs it, as tuneloop eval does: in Python, "
-        f"`AutoPeftModelForCausalLM.from_pretrained('{folder}')`, prompting with the chat "
-        "template and task instruction saved in that folder; to serve or export the task, "
-        "train it with train.method lora",
+        f"{served}: `tuneloop serve NAME={folder}`; to export the task (merged weights, GGUF, "
+        "vLLM), train it with train.method lora",
     )
 
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 import re
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuneloop.errors import UserError
 from tuneloop.models.adapters import PROMPT_LEARNING, prompt_learning_refusal
+from tuneloop.models.virtual import KINDS as VIRTUAL_KINDS
 
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch, and the base model's name here
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
@@ -32,8 +33,8 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 @dataclass(frozen=True)
 class AdapterSpec:
     name: str
-    path: Path  # the folder holding adapter_config.json
-    peft_type: str
+    path: Path  # the folder holding adapter_config.json (or a full run's model/ folder)
+    peft_type: str  # LORA, IA3, PROMPT_TUNING, P_TUNING, PREFIX_TUNING; FULL for a full run
     method: str | None  # the recipe's train.method: lora, qlora, dora, ...
     use_dora: bool
     rank: int | None
@@ -41,40 +42,71 @@ class AdapterSpec:
     instruction: str | None
     max_new_tokens: int | None
     run_id: str | None
+    train: dict = field(default_factory=dict, compare=False, hash=False)  # recipe's train:
 
     @property
     def served_on(self) -> str:
-        """What this adapter runs on here, against what it was trained and evaluated on."""
+        """What this adapter runs on here: as it was trained and evaluated, always."""
+        if self.peft_type == "FULL":
+            return "its own fine-tuned weights, as trained and evaluated"
         if self.method == "qlora":
+            return "a 4-bit NF4 base of its own, as trained and evaluated"
+        if self.peft_type == "IA3":
             return (
-                "the full-precision base (trained and evaluated on a 4-bit NF4 base: answers "
-                "can differ from tuneloop eval's)"
+                "a copy of the full-precision base with its IA3 vectors, as trained, as evaluated"
             )
+        if self.virtual:
+            return "the full-precision base with its virtual tokens, as trained and evaluated"
         return "the full-precision base, as trained and evaluated"
 
     @property
+    def virtual(self) -> bool:
+        """A prompt-learning adapter: virtual tokens before the prompt, no weights."""
+        return self.peft_type in VIRTUAL_KINDS
+
+    @property
+    def own_model(self) -> bool:
+        """Served by a model of its own, not the shared base: a QLoRA adapter on the 4-bit
+        base it was trained on, an IA3 adapter on a copy of the base (PEFT holds one adapter
+        type per model), a fully fine-tuned model."""
+        return self.peft_type in ("FULL", "IA3") or self.method == "qlora"
+
+    @property
     def mixable(self) -> bool:
-        """PEFT batches requests for different adapters together for plain LoRA only."""
-        return self.peft_type == "LORA" and not self.use_dora
+        """Rows of this adapter share the mixed batch: plain LoRA (PEFT's mixed-adapter
+        batches) and prompt-learning adapters (their rows run as the base with their own
+        virtual tokens); DoRA, and adapters on models of their own, run in batches of their
+        own."""
+        if self.own_model:
+            return False
+        return (self.peft_type == "LORA" and not self.use_dora) or self.virtual
 
 
 def adapter_folder(ref: str | Path, workspace: Path | None = None) -> Path:
-    """The adapter folder for a run id, a run folder or an adapter folder."""
+    """The adapter folder for a run id, a run folder or an adapter folder; a fully fine-tuned
+    run's `model/` folder."""
     from tuneloop.workspace import find_run
 
     path = Path(ref)
-    if (path / "adapter_config.json").is_file():
-        return path.resolve()
-    if (path / "adapter" / "adapter_config.json").is_file():
-        return (path / "adapter").resolve()
+    for folder in (path, path / "adapter", path / "model"):
+        if (folder / "adapter_config.json").is_file() or _full_model(folder):
+            return folder.resolve()
     run = find_run(str(ref), workspace)
-    if not (run.adapter_dir / "adapter_config.json").is_file():
-        raise UserError(
-            f"run {run.id} has no finished adapter (status: {run.info().get('status')})",
-            str(run.path),
-            f"finish training first: tuneloop train --resume --run {run.path}",
-        )
-    return run.adapter_dir
+    for folder in (run.adapter_dir, run.path / "model"):
+        if (folder / "adapter_config.json").is_file() or _full_model(folder):
+            return folder
+    raise UserError(
+        f"run {run.id} has no finished adapter or model (status: {run.info().get('status')})",
+        str(run.path),
+        f"finish training first: tuneloop train --resume --run {run.path}",
+    )
+
+
+def _full_model(folder: Path) -> bool:
+    """A fully fine-tuned run's saved model: weights and config, and tuneloop's note of how."""
+    if not ((folder / "config.json").is_file() and (folder / "tuneloop.json").is_file()):
+        return False
+    return json.loads((folder / "tuneloop.json").read_text()).get("method") == "full"
 
 
 def read_spec(name: str, folder: Path) -> AdapterSpec:
@@ -85,30 +117,31 @@ def read_spec(name: str, folder: Path) -> AdapterSpec:
             "--adapter",
             f"use letters, digits and ._:/- (not `{BASE}`, which names the base model)",
         )
-    config = json.loads((folder / "adapter_config.json").read_text())
+    full = _full_model(folder)
+    config = {} if full else json.loads((folder / "adapter_config.json").read_text())
     meta_path = folder / "tuneloop.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     recipe = meta.get("recipe") or {}
     spec = AdapterSpec(
         name=name,
         path=folder,
-        peft_type=str(config.get("peft_type", "")).upper(),
-        method=(recipe.get("train") or {}).get("method"),
+        peft_type="FULL" if full else str(config.get("peft_type", "")).upper(),
+        method=(recipe.get("train") or {}).get("method") or meta.get("method"),
         use_dora=bool(config.get("use_dora")),
         rank=config.get("r"),
         base_model=meta.get("base_model"),
         instruction=(recipe.get("task") or {}).get("instruction"),
         max_new_tokens=(recipe.get("eval") or {}).get("max_new_tokens"),
         run_id=meta.get("run"),
+        train=recipe.get("train") or {},
     )
-    if spec.peft_type in PROMPT_LEARNING:
+    if spec.peft_type in PROMPT_LEARNING and spec.peft_type not in VIRTUAL_KINDS:
         raise prompt_learning_refusal(spec.peft_type, folder, str(folder))
-    if spec.peft_type != "LORA":  # IA3: its scaling vectors merge into the base weights
+    if spec.peft_type not in ("LORA", "IA3", "FULL", *VIRTUAL_KINDS):
         raise UserError(
-            f"adapter `{name}` is a {spec.peft_type} adapter; tuneloop serve serves LoRA adapters",
+            f"adapter `{name}` is a {spec.peft_type} adapter, which tuneloop serve does not serve",
             str(folder),
-            "merge it into the base model (tuneloop export RUN --merge) and serve the merged "
-            "folder with --model",
+            "serve LoRA, DoRA, QLoRA, IA3, prompt, P-tuning or prefix adapters, or full runs",
         )
     return spec
 
@@ -124,7 +157,7 @@ def parse_adapter_arg(arg: str, workspace: Path | None = None) -> AdapterSpec:
         name, ref = "", arg
     folder = adapter_folder(ref, workspace)
     if not name:
-        name = folder.parent.name if folder.name == "adapter" else folder.name
+        name = folder.parent.name if folder.name in ("adapter", "model") else folder.name
     return read_spec(name, folder)
 
 

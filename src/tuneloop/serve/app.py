@@ -77,7 +77,7 @@ async def _error_answer(request: Request, err: Exception) -> JSONResponse:
         code = "not_found" if err.status_code == 404 else "method_not_allowed"
         message = f"{request.method} {request.url.path}: {err.detail}"
         err = RequestError(err.status_code, message, None, code)
-    return JSONResponse(err.body(), status_code=err.status)
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
 @router.get("/health")
@@ -119,44 +119,79 @@ async def completions(request: Request) -> Response:
 
 
 async def _answer(request: Request, endpoint: str) -> Response:
-    """Parse the body, queue its job, and answer whole or as server-sent events. A request
-    refused before it is queued is counted here, under its model if that is served."""
+    """Parse the body, queue its jobs (one per prompt and choice), and answer whole or as
+    server-sent events. A request refused before it is queued is counted here, under its model
+    if that is served."""
     engine, started, model = request.app.state.engine, time.perf_counter(), "unknown"
     try:
         _authorize(request)
         raw = await _read_body(request)
         body = parse_body(ChatRequest if endpoint == "chat" else CompletionRequest, raw)
         model = body.model
-        job, logged = _job(engine, endpoint, body)
-        events = submit(engine, job)
+        jobs, logged, tools = _jobs(engine, endpoint, body)
+        events = submit(engine, jobs)
     except RequestError as err:
         engine.metrics.requests.labels(endpoint, _label(engine, model), str(err.status)).inc()
         raise
-    exchange = Exchange(engine, request.app.state.log, endpoint, job, logged, started)
+    exchange = Exchange(engine, request.app.state.log, endpoint, jobs, logged, started, tools)
     if body.stream:
         return StreamingResponse(
             stream_events(exchange, events, body.include_usage), media_type="text/event-stream"
         )
-    kind, value = await events.get()
-    if kind == "error":
-        raise exchange.failed(value)
-    exchange.record(value)
-    return JSONResponse(exchange.body(value))
+    try:
+        completions = await exchange.answers(events)
+    finally:
+        exchange.cancel()  # the client went away while waiting: free the rows
+    exchange.record(completions)
+    return JSONResponse(exchange.body(completions))
 
 
-def _job(engine: Engine, endpoint: str, body: ChatRequest | CompletionRequest) -> tuple[Job, dict]:
-    """The engine's job for a parsed body, and what the request log keeps of its prompt."""
-    if endpoint == "chat":
-        make_job, prompt = engine.chat_job, body.chat()
-        logged = {"messages": [m.model_dump() for m in body.messages]}
-    else:
-        make_job, prompt = engine.completion_job, body.text()
-        logged = {"prompt": prompt}
-    job = make_job(
-        body.model, prompt, body.limit, body.temperature, body.top_p, body.stops, body.stream,
-        **({"response_format": body.response_format} if endpoint == "chat" else {}),
-    )  # fmt: skip
-    return job, logged
+def _jobs(
+    engine: Engine, endpoint: str, body: ChatRequest | CompletionRequest
+) -> tuple[list[Job], dict, bool]:
+    """The engine's jobs for a parsed body (a chat's `n` choices; each prompt's `n` choices on
+    /v1/completions, numbered prompt by prompt), what the request log keeps of the prompt, and
+    whether answers are parsed for tool calls."""
+    common = (body.limit, body.temperature, body.top_p, body.stops, body.stream)
+    if endpoint == "completion":
+        prompts = body.prompts()
+        jobs = []
+        for i, prompt in enumerate(prompts):
+            job = engine.completion_job(body.model, prompt, *common, **body.settings())
+            job.index = i * body.n
+            jobs.extend(engine.choices(job, body.n))
+        logged = {"prompt": prompts[0] if len(prompts) == 1 else prompts}
+        return jobs, logged, False
+    messages = [m.model_dump(exclude_none=True) for m in body.messages]
+    tools = None
+    if body.tools:
+        from tuneloop.serve.tools import check_tool_choice, check_tools, tool_constraint
+
+        tools = check_tools(body.tools)
+        choice = check_tool_choice(body.tool_choice, tools)
+        tokenizer = engine.tokenizer_of(body.model)
+        constraint = (
+            None if choice == "none"
+            else tool_constraint(tokenizer, tools, choice, body.parallel_tool_calls)
+        )  # fmt: skip
+    job = engine.chat_job(
+        body.model,
+        _chat_messages(messages),
+        *common,
+        response_format=body.response_format,
+        tools=tools if tools and choice != "none" else None,
+        constraint=constraint if tools else None,
+        **body.settings(),
+    )
+    return engine.choices(job, body.n), {"messages": messages}, bool(tools) and choice != "none"
+
+
+def _chat_messages(messages: list[dict]) -> list[dict]:
+    """OpenAI chat messages in the form the chat template renders as in training (tool calls
+    and tool results included)."""
+    from tuneloop.serve.tools import template_messages
+
+    return template_messages(messages)
 
 
 def _authorize(request: Request) -> None:

@@ -1,15 +1,19 @@
 """The serving engine: one base model in memory, adapters by name, and a worker thread that
-generates for every request in flight together in one batch.
+decodes every request in flight, one token per row per step, with requests joining and leaving
+the running batch between steps (continuous batching, `serve/batch.py`).
 
 Requests for different LoRA adapters (and for the base model, `__base__`) share a batch through
-PEFT's mixed-adapter batches: `model.generate(..., adapter_names=["support", "__base__", ...])`
-applies each row's adapter to that row only. A batch holds requests with the same sampling
-settings and no more distinct adapters than the cache holds.
+PEFT's mixed-adapter batches: each forward pass gets `adapter_names=["support", "__base__", ...]`
+and applies each row's adapter to that row only. An adapter PEFT cannot mix (DoRA) runs in a
+batch of its own, stepped in turn with the others. Each row chooses its token by its own
+settings (`serve/job.py`): temperature, seed, penalties, logit bias, a JSON schema.
 
-Prompts are rendered and generation runs exactly as `tuneloop eval` does it (same template,
-left padding, greedy by default, the same stop tokens), so a greedy answer here equals the one
-eval scored. Each row stops on its own: a `StoppingCriteria` sees every new token, streams the
-new text of that row, and reports the row done at a stop token, a stop string or its token limit.
+Prompts are rendered as `tuneloop eval` renders them (same template, same stop tokens, greedy by
+default, positions counted as `transformers`' generate counts them), so a greedy answer here
+equals the one eval scored. Each row stops on its own: at a stop token, a stop string or its
+token limit, on cancellation (a client that went away), or when it runs past
+`--request-timeout`. When more requests wait than `--max-pending`, new ones get a 429 with
+Retry-After (back-pressure), never an unbounded queue.
 
     engine = Engine.load(None, [parse_adapter_arg("support=.tuneloop/runs/<quickstart run>")])
     engine.start()
@@ -20,139 +24,25 @@ new text of that row, and reports the row done at a stop token, a stop string or
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import threading
 import time
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
 
 from tuneloop.data.templates import render_prompt, with_instruction
 from tuneloop.models.generate import stop_token_ids
 from tuneloop.models.precision import autocast, resolve_precision
+from tuneloop.models.virtual import read_virtual_tokens
 from tuneloop.serve.adapters import BASE, AdapterPool, AdapterSpec, base_model_of
+from tuneloop.serve.batch import RunningBatch
+from tuneloop.serve.job import Completion, Job
 from tuneloop.serve.metrics import ServeMetrics
 from tuneloop.serve.options import ServeOptions
 from tuneloop.serve.protocol import RequestError
 
-
-@dataclass
-class Completion:
-    text: str
-    finish_reason: str  # "stop" | "length"
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass
-class Job:
-    """One request on its way through the engine. `emit` receives ("delta", str) events while
-    streaming, then ("done", Completion) or ("error", Exception); it is called from the worker
-    thread."""
-
-    model: str
-    prompt_ids: list[int]
-    max_tokens: int
-    temperature: float
-    top_p: float
-    stop: list[str]
-    tokenizer: object
-    stop_ids: frozenset[int]
-    stream: bool = False
-    strip: bool = True  # chat answers are stripped of surrounding blanks, as eval strips them
-    emit: Callable[[tuple[str, object]], None] | None = None
-    constraint: object = None  # a models.constrain.JsonConstraint (response_format), or None
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
-    created: float = field(default_factory=time.perf_counter)
-    tokens: list[int] = field(default_factory=list)
-    sent: str = ""
-    finish_reason: str | None = None
-    cancelled: bool = False
-    first_token_at: float | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.finish_reason is not None or self.cancelled
-
-    def sampling_key(self) -> tuple[float, float]:
-        return (0.0, 1.0) if self.temperature == 0 else (self.temperature, self.top_p)
-
-    def push(self, token: int) -> None:
-        """Take the row's next token: stream new text, and finish at a stop or the limit."""
-        if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-        if token in self.stop_ids:
-            self.finish("stop")
-            return
-        self.tokens.append(token)
-        text, stopped = self._visible(final=False) if self.stream or self.stop else ("", False)
-        if stopped:
-            self.finish("stop")
-        elif len(self.tokens) >= self.max_tokens:
-            self.finish("length")
-        elif self.stream and len(text) > len(self.sent) and text.startswith(self.sent):
-            self._send(("delta", text[len(self.sent) :]))
-            self.sent = text
-
-    def finish(self, reason: str) -> None:
-        if self.finish_reason is not None:
-            return
-        self.finish_reason = reason
-        text, _ = self._visible(final=True)
-        if self.stream and len(text) > len(self.sent) and text.startswith(self.sent):
-            self._send(("delta", text[len(self.sent) :]))
-            self.sent = text
-        self._send(("done", Completion(text, reason, len(self.prompt_ids), len(self.tokens))))
-
-    def fail(self, error: Exception) -> None:
-        if self.finish_reason is None:
-            self.finish_reason = "error"
-            self._send(("error", error))
-
-    def _send(self, event: tuple[str, object]) -> None:
-        if self.emit is not None:
-            self.emit(event)
-
-    def _visible(self, final: bool) -> tuple[str, bool]:
-        """The answer so far, and whether a stop string ended it.
-
-        Like `tuneloop eval`, the answer is the decoded text stripped of surrounding blanks. While
-        streaming, what could still change is held back: trailing blanks, a partly decoded
-        character, and an ending that may be the start of a stop string.
-        """
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
-        text = text.lstrip() if self.strip else text
-        cuts = [i for i in (text.find(s) for s in self.stop) if i >= 0]
-        if cuts:
-            text = text[: min(cuts)]
-            return (text.rstrip() if self.strip else text), True
-        text = text.rstrip() if self.strip else text
-        if final:
-            return text, False
-        text = text.rstrip("\ufffd")
-        for s in self.stop:
-            for k in range(min(len(s) - 1, len(text)), 0, -1):
-                if text.endswith(s[:k]):
-                    text = text[:-k]
-                    break
-        return text, False
-
-
-class _RowStops(StoppingCriteria):
-    """A `StoppingCriteria` that feeds each row's new token to its job and stops finished rows
-    (one boolean per row: transformers keeps generating for the others)."""
-
-    def __init__(self, jobs: list[Job]):
-        self.jobs = jobs
-
-    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        last = input_ids[:, -1].tolist()  # (B,)
-        for job, token in zip(self.jobs, last, strict=True):
-            if not job.done:
-                job.push(token)
-        return torch.tensor([job.done for job in self.jobs], device=input_ids.device)
+__all__ = ["Completion", "Engine", "Job"]
 
 
 def _constraint(tokenizer, response_format: dict | None):
@@ -181,6 +71,7 @@ class Engine:
         options: ServeOptions | None = None,
         metrics: ServeMetrics | None = None,
         base_name: str = "base",
+        own: dict | None = None,
     ):
         self.options = options or ServeOptions()
         if self.options.max_batch < 1:
@@ -203,7 +94,19 @@ class Engine:
             on_load=self._loaded,
             on_evict=self._evicted,
         )
+        # prompt-learning adapters: their virtual tokens, read once (small; no PEFT wrapper)
+        self.virtual = {
+            name: read_virtual_tokens(spec.path, model)
+            for name, spec in specs.items()
+            if spec.virtual
+        }
+        self.own = own or {}  # adapters on models of their own (QLoRA, IA3, full runs), by name
+        for m in self.own.values():
+            m.eval()
         self._pending: list[Job] = []
+        # running batches: BASE (mixed), and by name a DoRA adapter or a model of its own
+        self._lanes: dict[str, RunningBatch] = {}
+        self._answer_seconds = 1.0
         self._cond = threading.Condition()
         self._paused = False
         self._stopping = False
@@ -247,7 +150,11 @@ class Engine:
                 )
             tokenizers[a.name] = tok
         specs = {a.name: a for a in adapters}
-        return cls(model, tokenizer, specs, tokenizers, options, base_name=base)
+        options = options or ServeOptions()
+        precision = resolve_precision(options.precision, model.device)
+        own = {a.name: _own_model(a, base, precision, model.device) for a in adapters
+               if a.own_model}  # fmt: skip
+        return cls(model, tokenizer, specs, tokenizers, options, base_name=base, own=own)
 
     def models(self) -> list[str]:
         return [BASE, *self.specs]
@@ -257,22 +164,27 @@ class Engine:
     def chat_job(
         self,
         model: str,
-        messages: list[dict[str, str]],
+        messages: list[dict],
         max_tokens: int | None = None,
         temperature: float = 0.0,
         top_p: float = 1.0,
         stop: list[str] | None = None,
         stream: bool = False,
         response_format: dict | None = None,
+        tools: list[dict] | None = None,
+        constraint=None,
+        **settings,
     ) -> Job:
         """A job for a chat, rendered with the adapter's own chat template; a chat without a
         system message gets the run's task instruction, as in training and evaluation. A JSON
-        `response_format` is enforced by grammar-constrained decoding (`models.constrain`)."""
+        `response_format` is enforced by grammar-constrained decoding (`models.constrain`);
+        `constraint` is one made by the caller (tool calls). `settings` are `Job` fields
+        (seed, penalties, logit_bias, logprobs, top_logprobs)."""
         tokenizer = self._tokenizer(model)
         spec = self.specs.get(model)
         messages = with_instruction(messages, spec.instruction if spec else None)
         try:
-            text = render_prompt(tokenizer, messages)
+            text = render_prompt(tokenizer, messages, tools)
         except Exception as exc:  # the template itself refuses (role order, ...)
             raise RequestError(
                 400,
@@ -281,25 +193,43 @@ class Engine:
                 "invalid_messages",
             ) from None
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        job = self._job(model, ids, max_tokens, temperature, top_p, stop, stream)
-        job.constraint = _constraint(tokenizer, response_format)
+        job = self._job(model, ids, max_tokens, temperature, top_p, stop, stream, settings)
+        job.constraint = constraint or _constraint(tokenizer, response_format)
         return job
 
     def completion_job(
         self,
         model: str,
-        prompt: str,
+        prompt: str | list[int],
         max_tokens: int | None = None,
         temperature: float = 0.0,
         top_p: float = 1.0,
         stop: list[str] | None = None,
         stream: bool = False,
+        **settings,
     ) -> Job:
-        """A job for a raw text prompt (no chat template); the answer is not stripped."""
-        ids = self._tokenizer(model)(prompt)["input_ids"]
-        job = self._job(model, ids, max_tokens, temperature, top_p, stop, stream)
+        """A job for a raw prompt, text or token ids (no chat template); the answer is not
+        stripped."""
+        tokenizer = self._tokenizer(model)
+        if isinstance(prompt, str):
+            ids = tokenizer(prompt)["input_ids"]
+        else:
+            ids = list(prompt)
+            vocab = len(tokenizer)
+            if any(not 0 <= t < vocab for t in ids):
+                raise RequestError(
+                    400,
+                    f"the prompt holds token ids outside this model's vocabulary (0-{vocab - 1})",
+                    "prompt",
+                    "invalid_value",
+                )
+        job = self._job(model, ids, max_tokens, temperature, top_p, stop, stream, settings)
         job.strip = False
         return job
+
+    def tokenizer_of(self, model: str):
+        """The tokenizer requests to `model` are rendered with (404 for a model not served)."""
+        return self._tokenizer(model)
 
     def _tokenizer(self, model: str):
         if model not in self.tokenizers:
@@ -311,7 +241,7 @@ class Engine:
             )
         return self.tokenizers[model]
 
-    def _job(self, model, ids, max_tokens, temperature, top_p, stop, stream) -> Job:
+    def _job(self, model, ids, max_tokens, temperature, top_p, stop, stream, settings) -> Job:
         limit = self.options.max_tokens
         if max_tokens is not None and max_tokens > limit:
             raise RequestError(
@@ -335,7 +265,8 @@ class Engine:
                 "messages",
                 "context_length_exceeded",
             )
-        if self.context and len(ids) + max_tokens > self.context:
+        virtual = self.virtual.get(model)
+        if self.context and len(ids) + (virtual.n if virtual else 0) + max_tokens > self.context:
             raise RequestError(
                 400,
                 f"the prompt ({len(ids)} tokens) plus max_tokens ({max_tokens}) exceeds the "
@@ -343,6 +274,8 @@ class Engine:
                 "max_tokens",
                 "context_length_exceeded",
             )
+        if virtual is not None:
+            settings = {**settings, "virtual": virtual, "peft_name": BASE}
         return Job(
             model,
             list(ids),
@@ -353,25 +286,50 @@ class Engine:
             self.tokenizers[model],
             self.stops[model],
             stream,
+            timeout_s=self.options.request_timeout_s,
+            **settings,
         )
 
+    @staticmethod
+    def choices(job: Job, n: int) -> list[Job]:
+        """`n` jobs for one prompt (a request's `n`): choice i samples with `seed + i`."""
+        jobs = [job]
+        for i in range(1, n):
+            seed = None if job.seed is None else job.seed + i
+            jobs.append(dataclasses.replace(job, index=job.index + i, seed=seed, tokens=[],
+                                            token_logprobs=[]))  # fmt: skip
+        return jobs
+
     def submit(self, job: Job) -> None:
+        self.submit_all([job])
+
+    def submit_all(self, jobs: list[Job]) -> None:
+        """Queue the jobs of one request together, or refuse them all: 503 while shutting
+        down, 429 with a Retry-After estimate while `max_pending` requests wait."""
         with self._cond:
             if self._stopping:
                 raise RequestError(
                     503, "the server is shutting down", None, "unavailable", "server_error"
                 )
-            if len(self._pending) >= self.options.max_pending:
+            if len(self._pending) + len(jobs) > self.options.max_pending:
+                wait = self._retry_after()
                 raise RequestError(
-                    503,
-                    f"{len(self._pending)} requests are waiting; try again shortly",
+                    429,
+                    f"{len(self._pending)} requests are waiting; try again in {wait} s",
                     None,
                     "overloaded",
                     "server_error",
+                    headers={"Retry-After": str(wait)},
                 )
-            self._pending.append(job)
+            self._pending.extend(jobs)
             self.metrics.queue_depth.set(len(self._pending))
             self._cond.notify()
+
+    def _retry_after(self) -> int:
+        """Seconds until the queue has room, from the recent time per answer: the waiting
+        requests go through `max_batch` at a time."""
+        rounds = len(self._pending) / self.options.max_batch
+        return max(1, min(60, math.ceil(self._answer_seconds * rounds)))
 
     def complete(self, job: Job, timeout: float | None = 300) -> Completion:
         """Submit `job` and wait for its answer (for library callers; the app streams events)."""
@@ -406,16 +364,15 @@ class Engine:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=60)
+        gone = RequestError(503, "the server is shutting down", None, "unavailable", "server_error")
         for job in self._pending:
-            job.fail(
-                RequestError(
-                    503, "the server is shutting down", None, "unavailable", "server_error"
-                )
-            )
+            job.fail(gone)
         self._pending.clear()
+        for batch in self._lanes.values():
+            batch.fail_all(gone)
 
     def pause(self) -> None:
-        """Hold the worker between batches (tests use it to queue requests deterministically)."""
+        """Hold the worker between steps (tests use it to queue requests deterministically)."""
         with self._cond:
             self._paused = True
 
@@ -425,101 +382,152 @@ class Engine:
             self._cond.notify_all()
 
     def pending(self) -> int:
+        """Requests not answered yet: waiting, and being generated."""
         with self._cond:
-            return len(self._pending)
+            return len(self._pending) + self.running()
+
+    def running(self) -> int:
+        return sum(len(b) for b in self._lanes.values())
 
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and (self._paused or not self._pending):
+                while not self._stopping and (
+                    self._paused or not (self._pending or self.running())
+                ):
                     self._cond.wait()
                 if self._stopping:
                     return
-            time.sleep(self.options.batch_wait_ms / 1000)  # let a burst of requests arrive
+                idle = not self.running()
+            if idle:  # let a burst of requests arrive before the first prefill
+                time.sleep(self.options.batch_wait_ms / 1000)
             with self._cond:
-                jobs = self._take_batch()
+                admitted = self._admit()
                 self.metrics.queue_depth.set(len(self._pending))
-            if not jobs:
-                continue
-            try:
-                self._generate(jobs)
-            except Exception as exc:  # a failing batch fails its requests, not the server
-                for job in jobs:
-                    job.fail(exc)
+            for key in admitted:
+                if key not in self._lanes:
+                    model = (
+                        (lambda k=key: self.own[k]) if key in self.own else lambda: self.pool.model
+                    )
+                    self._lanes[key] = RunningBatch(self._forward_for(key), model, self.pad_id)
+            if admitted:
+                needed = self._pinned() | {
+                    j.adapter for js in admitted.values() for j in js if self._pooled(j)
+                }
+                try:
+                    self.pool.ensure(needed)
+                except Exception as exc:  # an adapter that fails to load fails its requests
+                    for job in (j for js in admitted.values() for j in js):
+                        job.fail(exc)
+                    admitted = {}
+            for key, batch in list(self._lanes.items()):
+                self._advance(batch, admitted.get(key, []))
+                if not batch.jobs:
+                    del self._lanes[key]
+            self.metrics.running.set(self.running())
 
-    def _group(self, job: Job) -> tuple:
+    def _advance(self, batch: RunningBatch, newcomers: list[Job]) -> None:
+        """Admit the newcomers (their first token), then step the rows already running, so each
+        row gets one token per round; a failure fails the rows of this batch only."""
+        try:
+            running = len(batch)
+            if newcomers:
+                self.metrics.batch_size.observe(running + len(newcomers))
+                self.metrics.batch_models.observe(len({j.model for j in [*batch.jobs, *newcomers]}))
+            if running:
+                batch.step()
+            if newcomers:
+                batch.admit(newcomers)
+        except Exception as exc:  # a failing step fails its requests, not the server
+            batch.fail_all(exc)
+            for job in newcomers:
+                job.fail(exc)
+        now = time.perf_counter()
+        for job in batch.jobs:
+            if job.expired(now):
+                job.fail(_timeout(job))
+        batch.drop_finished()
+
+    def _lane(self, job: Job) -> str:
+        """Which running batch a job joins: the mixed one, or its adapter's own (DoRA, or an
+        adapter on a model of its own)."""
         spec = self.specs.get(job.model)
-        alone = job.model if spec is not None and not spec.mixable else None
-        return (job.sampling_key(), alone)
+        return job.model if spec is not None and not spec.mixable else BASE
 
-    def _take_batch(self) -> list[Job]:
-        """The oldest live request and the requests that can share its batch, in order."""
-        self._pending = [j for j in self._pending if not j.cancelled]
-        if not self._pending:
-            return []
-        group = self._group(self._pending[0])
-        chosen: list[Job] = []
-        adapters: set[str] = set()
+    def _pinned(self) -> set[str]:
+        return {j.adapter for b in self._lanes.values() for j in b.jobs if self._pooled(j)}
+
+    def _pooled(self, job: Job) -> bool:
+        """Whether the job's adapter lives in the adapter cache (not the base, not a model of
+        its own)."""
+        return job.adapter != BASE and job.model not in self.own
+
+    def _admit(self) -> dict[str, list[Job]]:
+        """The waiting jobs that join a running batch now, oldest first, by lane: as many as
+        the batch has room for, within the adapter cache (adapters of running rows stay) and
+        `max_prefill_tokens` of prompt per batch. With `batching="static"` a batch is formed
+        only when none is running, and runs to its end (the design before continuous
+        batching, kept for the benchmark)."""
+        now = time.perf_counter()
         for job in self._pending:
-            if len(chosen) == self.options.max_batch:
-                break
-            if self._group(job) != group:
+            if job.expired(now):
+                job.fail(_timeout(job))
+        self._pending = [j for j in self._pending if not j.done]
+        static = self.options.batching == "static"
+        if not self._pending or (static and self.running()):
+            return {}
+        pinned = self._pinned()
+        first = self._lane(self._pending[0])
+        taken: dict[str, list[Job]] = {}
+        prefill: dict[str, int] = {}
+        for job in self._pending:
+            lane = self._lane(job)
+            if static and lane != first:
                 continue
-            if job.model != BASE and job.model not in adapters:
-                if len(adapters) == self.pool.capacity:
+            batch = self._lanes.get(lane)
+            if (len(batch) if batch else 0) + len(taken.get(lane, [])) >= self.options.max_batch:
+                continue
+            if taken.get(lane) and prefill[lane] + len(job.prompt_ids) > (
+                self.options.max_prefill_tokens
+            ):
+                continue
+            if self._pooled(job) and job.adapter not in pinned:
+                if len(pinned) == self.pool.capacity:
                     continue
-                adapters.add(job.model)
-            chosen.append(job)
-        taken = set(map(id, chosen))
-        self._pending = [j for j in self._pending if id(j) not in taken]
-        return chosen
+                pinned.add(job.adapter)
+            taken.setdefault(lane, []).append(job)
+            prefill[lane] = prefill.get(lane, 0) + len(job.prompt_ids)
+        chosen = {id(j) for jobs in taken.values() for j in jobs}
+        self._pending = [j for j in self._pending if id(j) not in chosen]
+        return taken
 
-    @torch.no_grad()
-    def _generate(self, jobs: list[Job]) -> None:
-        names = [j.model for j in jobs]
-        self.pool.ensure(set(names))
-        model = self.pool.model
-        extra: dict = {}
-        if self.pool.is_peft:
-            spec = self.specs.get(names[0])
-            if spec is not None and not spec.mixable:  # a batch of this one adapter only
-                model.set_adapter(spec.name)
-            else:
-                extra["adapter_names"] = names
-        width = max(len(j.prompt_ids) for j in jobs)
-        ids = torch.full((len(jobs), width), self.pad_id, dtype=torch.long)  # (B, T)
-        mask = torch.zeros((len(jobs), width), dtype=torch.long)
-        for row, job in enumerate(jobs):  # left padding: every row's next token at position T
-            n = len(job.prompt_ids)
-            ids[row, width - n :] = torch.tensor(job.prompt_ids)
-            mask[row, width - n :] = 1
-        temperature, top_p = jobs[0].sampling_key()
-        sampling = (
-            {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-            if temperature > 0
-            else {"do_sample": False}
-        )
-        self.metrics.batch_size.observe(len(jobs))
-        self.metrics.batch_models.observe(len(set(names)))
+    def _model_for(self, lane: str):
+        """The model a lane runs on, as a function: the adapter cache's model changes when
+        its first adapter wraps the base."""
+        return (lambda: self.own[lane]) if lane in self.own else (lambda: self.pool.model)
 
-        constraints = [j.constraint for j in jobs]
-        if any(constraints):  # each row under its own response_format, or free
-            from tuneloop.models.constrain import rows_processor
+    def _forward_for(self, lane: str):
+        """The model call of a lane: every row under its own adapter, or one DoRA adapter."""
 
-            extra["logits_processor"] = [rows_processor(constraints)]
-        with autocast(self.precision, self.device):
-            model.generate(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                max_new_tokens=max(j.max_tokens for j in jobs),
-                eos_token_id=self.all_stops,
-                pad_token_id=self.pad_id,
-                stopping_criteria=StoppingCriteriaList([_RowStops(jobs)]),
-                **sampling,
-                **extra,
-            )
-        for job in jobs:
-            job.finish("length")  # rows the criteria did not finish ran out of new tokens
+        def forward(names: list[str], **inputs):
+            model = self.own.get(lane, self.pool.model)
+            extra: dict = {}
+            if lane in self.own:
+                pass  # its adapter is the only one on its model, and active
+            elif self.pool.is_peft:
+                if lane == BASE:
+                    extra["adapter_names"] = names
+                else:
+                    model.set_adapter(lane)
+            inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+            with autocast(self.precision, self.device):
+                return model(**inputs, **extra)
+
+        return forward
+
+    def observe_answer(self, seconds: float) -> None:
+        """A finished request's time, for the Retry-After estimate (a moving average)."""
+        self._answer_seconds = 0.9 * self._answer_seconds + 0.1 * seconds
 
     def _loaded(self, name: str) -> None:
         self.metrics.adapter_loads.labels(name).inc()
@@ -528,3 +536,29 @@ class Engine:
     def _evicted(self, name: str) -> None:
         self.metrics.adapter_evictions.labels(name).inc()
         self.metrics.adapters_loaded.set(len(self.pool.loaded))
+
+
+def _timeout(job: Job) -> RequestError:
+    return RequestError(
+        504,
+        f"no answer within {job.timeout_s:g} s (--request-timeout)",
+        None,
+        "timeout",
+        "server_error",
+    )
+
+
+def _own_model(spec: AdapterSpec, base: str, precision: str, device):
+    """The model an adapter that cannot share the base runs on, loaded as `tuneloop eval` loads
+    its run (`models.adapters.load_as_trained`): QLoRA on a fresh 4-bit base, IA3 on a fresh
+    copy of the base, a full run's own weights."""
+    from tuneloop.config import TrainConfig
+    from tuneloop.models.adapters import load_as_trained
+    from tuneloop.models.load import load_model, resolve
+
+    method = spec.method or ("full" if spec.peft_type == "FULL" else "ia3")
+    cfg = TrainConfig.model_validate({**spec.train, "method": method})
+    source = resolve(base)
+    fresh = None if method in ("full", "qlora") else load_model(source)
+    model = load_as_trained(spec.path, cfg, source, fresh, precision)
+    return model if method == "qlora" else model.to(device)  # bitsandbytes placed the 4-bit one

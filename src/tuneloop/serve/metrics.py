@@ -39,7 +39,7 @@ class ServeMetrics:
         )
         self.batch_size = Histogram(
             "tuneloop_batch_size",
-            "Requests generated together in one batch.",
+            "Rows decoded together when requests join a running batch.",
             buckets=BATCH_BUCKETS,
             registry=r,
         )
@@ -50,6 +50,9 @@ class ServeMetrics:
             registry=r,
         )
         self.queue_depth = Gauge("tuneloop_queue_depth", "Requests waiting.", registry=r)
+        self.running = Gauge(
+            "tuneloop_running_requests", "Requests being generated (rows decoded).", registry=r
+        )
         self.adapters_loaded = Gauge(
             "tuneloop_adapters_loaded", "Adapters in the cache.", registry=r
         )
