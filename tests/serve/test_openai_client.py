@@ -290,3 +290,56 @@ def test_a_request_past_its_timeout_gets_504_and_frees_its_row(server):
         engine.options.request_timeout_s = OPTIONS.request_timeout_s
         engine.resume()
     wait_until(lambda: engine.pending() == 0)
+
+
+def test_adapters_load_and_unload_at_run_time_from_the_roots_only(
+    tmp_path, tiny_tokenizer, base_dir
+):
+    from tiny_adapters import make_every_kind
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    alpha = make_adapter(root / "alpha", tiny_tokenizer, base_dir, ["q_proj"], 4, 3)
+    prompt = make_every_kind(root, tiny_tokenizer, base_dir)["prompt"]
+    stray = make_adapter(outside / "stray", tiny_tokenizer, base_dir, ["q_proj"], 4, 9)
+    (root / "link").symlink_to(stray)
+    engine = Engine.load(str(base_dir), [], copy.deepcopy(OPTIONS))
+    with (
+        BackgroundServer(create_app(engine, adapter_roots=[root])) as srv,
+        httpx.Client(base_url=srv.url, timeout=120) as http,
+    ):
+
+        def load(name, path):
+            return http.post("/v1/load_lora_adapter", json={"lora_name": name,
+                                                            "lora_path": str(path)})  # fmt: skip
+
+        def ask(model):
+            return http.post("/v1/chat/completions",
+                             json={"model": model, "messages": CHAT, "max_tokens": 6})  # fmt: skip
+
+        for path in (stray, root / "link", root / ".." / "outside" / "stray"):
+            refused = load("stray", path)
+            assert refused.status_code == 403, path
+            assert refused.json()["error"]["code"] == "outside_adapter_roots"
+        assert ask("alpha").status_code == 404
+        assert load("alpha", alpha).status_code == 200
+        assert load("alpha", alpha).json()["error"]["code"] == "adapter_exists"
+        assert load("p", root / "prompt").status_code == 200
+        assert load("bad", root).json()["error"]["code"] == "invalid_adapter"
+        models = [m["id"] for m in http.get("/v1/models").json()["data"]]
+        assert models == ["__base__", "alpha", "p"]
+        answers = {m: ask(m).json()["choices"][0]["message"]["content"]
+                   for m in ("__base__", "alpha", "p")}  # fmt: skip
+        assert len(set(answers.values())) == 3
+        assert http.post("/v1/unload_lora_adapter", json={"lora_name": "alpha"}).status_code == 200
+        assert ask("alpha").status_code == 404
+        gone = http.post("/v1/unload_lora_adapter", json={"lora_name": "alpha"})
+        assert gone.status_code == 404
+        wait_until(lambda: "alpha" not in engine.pool.loaded)
+        assert ask("p").json()["choices"][0]["message"]["content"] == answers["p"]
+        assert load("alpha", alpha).status_code == 200  # loaded again, same answer
+        assert ask("alpha").json()["choices"][0]["message"]["content"] == answers["alpha"]
+    del prompt
+    closed = create_app(Engine.load(str(base_dir), [], copy.deepcopy(OPTIONS)))
+    with BackgroundServer(closed) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
+        off = http.post("/v1/load_lora_adapter", json={"lora_name": "a", "lora_path": str(alpha)})
+        assert off.status_code == 403 and off.json()["error"]["code"] == "runtime_adapters_off"

@@ -35,6 +35,15 @@ def serve(
         D.max_tokens, min=1, help="Largest max_tokens a request may ask."
     ),
     max_prompt_tokens: int = typer.Option(D.max_prompt_tokens, min=1),
+    max_prefill_tokens: int = typer.Option(
+        D.max_prefill_tokens, min=1, help="Prompt tokens admitted into a running batch per step."
+    ),
+    max_pending: int = typer.Option(
+        D.max_pending, min=1, help="Requests waiting before new ones get 429 with Retry-After."
+    ),
+    request_timeout: float = typer.Option(
+        D.request_timeout_s, min=0.001, help="Seconds before an unanswered request gets a 504."
+    ),
     max_body_bytes: int = typer.Option(D.max_body_bytes, min=1),
     precision: str = typer.Option(D.precision, help="auto, bf16 or fp32 (as in training)."),
     log: Path | None = typer.Option(
@@ -52,7 +61,14 @@ def serve(
     allow_runtime_adapters: bool = typer.Option(
         False,
         "--allow-runtime-adapters",
-        help="With --engine vllm: let clients load adapters (POST /v1/load_lora_adapter).",
+        help="Let clients load and unload adapters (POST /v1/load_lora_adapter, "
+        "/v1/unload_lora_adapter).",
+    ),
+    adapter_root: list[Path] = typer.Option(
+        None,
+        "--adapter-root",
+        help="With --allow-runtime-adapters: a folder adapters may be loaded from (repeatable; "
+        "default: the workspace). Our engine only: vLLM cannot restrict where.",
     ),
     workspace: Path = WORKSPACE,
 ) -> None:
@@ -69,22 +85,34 @@ def serve(
         max_batch=max_batch,
         max_tokens=max_tokens,
         max_prompt_tokens=max_prompt_tokens,
+        max_prefill_tokens=max_prefill_tokens,
+        max_pending=max_pending,
+        request_timeout_s=request_timeout,
         max_body_bytes=max_body_bytes,
         precision=precision,
     )
     if engine_name == "vllm":
+        if adapter_root:
+            raise UserError(
+                "vLLM loads adapters from any path it is sent; it cannot be held to roots",
+                "--adapter-root",
+                "drop --adapter-root with --engine vllm (or serve with our engine)",
+            )
         from tuneloop.serve.vllm_engine import VllmOptions, not_on_vllm, serve_with_vllm
 
         vllm = VllmOptions(host, port, api_key, allow_runtime_adapters, options)
         missing = not_on_vllm(options, log, log_sample)
         serve_with_vllm(adapters or [], model, vllm, workspace, dry_run, typer.echo, missing)
         return
-    for flag, given in (
-        ("--dry-run", dry_run),
-        ("--allow-runtime-adapters", allow_runtime_adapters),
-    ):
-        if given:
-            raise UserError(f"{flag} is for vLLM", flag, f"add --engine vllm, or drop {flag}")
+    if dry_run:
+        raise UserError("--dry-run is for vLLM", "--dry-run", "add --engine vllm, or drop it")
+    if adapter_root and not allow_runtime_adapters:
+        raise UserError(
+            "--adapter-root without --allow-runtime-adapters does nothing",
+            "--adapter-root",
+            "add --allow-runtime-adapters, or drop --adapter-root",
+        )
+    roots = (adapter_root or [workspace]) if allow_runtime_adapters else None
 
     from tuneloop.serve.adapters import parse_adapter_arg
     from tuneloop.serve.app import create_app
@@ -103,4 +131,7 @@ def serve(
         f"OpenAI-compatible API on http://{host}:{port}/v1"
         + ("  (API key required)" if api_key else "")
     )
-    serve_forever(create_app(engine, api_key=api_key, log=request_log), host, port)
+    if roots:
+        typer.echo("adapters may be loaded at run time from: " + ", ".join(map(str, roots)))
+    app_ = create_app(engine, api_key=api_key, log=request_log, adapter_roots=roots)
+    serve_forever(app_, host, port)

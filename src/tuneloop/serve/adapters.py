@@ -213,6 +213,19 @@ class AdapterPool:
             victim = next(n for n in self.loaded if n not in names)
             self._evict(victim)
 
+    def forget(self, name: str) -> None:
+        """Remove an adapter that is no longer served, if loaded (the last one unwraps the
+        base model again)."""
+        if name not in self.loaded:
+            return
+        if len(self.loaded) == 1:
+            self.model = self.model.unload()  # the base model, its LoRA layers removed
+            del self.loaded[name]
+            if self.on_evict:
+                self.on_evict(name)
+            return
+        self._evict(name)
+
     def _load(self, name: str) -> None:
         from peft import PeftModel
 

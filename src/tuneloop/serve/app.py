@@ -6,6 +6,8 @@
     POST /v1/chat/completions    chat, rendered with the adapter's training chat template;
                                  `"stream": true` answers with server-sent events
     POST /v1/completions         raw text prompt, also streamed
+    POST /v1/load_lora_adapter   serve one more adapter, from inside the allowed roots
+    POST /v1/unload_lora_adapter stop serving one (vLLM's routes and bodies)
 
 With an API key set, the /v1 routes want `Authorization: Bearer KEY`; /health and /metrics stay
 open for probes and scrapers. A mistake in a request gets a 4xx answer with an OpenAI-style error
@@ -19,19 +21,28 @@ answer looks like, and how it is streamed, counted and logged, is in exchange.py
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tuneloop.serve.engine import Engine, Job
 from tuneloop.serve.exchange import Exchange, stream_events, submit
-from tuneloop.serve.protocol import ChatRequest, CompletionRequest, RequestError, parse_body
+from tuneloop.serve.protocol import (
+    ChatRequest,
+    CompletionRequest,
+    LoadAdapterRequest,
+    RequestError,
+    UnloadAdapterRequest,
+    parse_body,
+)
 from tuneloop.serve.requestlog import RequestLog
 
 router = APIRouter()
@@ -42,8 +53,10 @@ def create_app(
     api_key: str | None = None,
     log: RequestLog | None = None,
     manage_engine: bool = True,
+    adapter_roots: list[Path] | None = None,
 ) -> FastAPI:
-    """The app; with `manage_engine` it starts the engine's worker on startup, stops it on exit."""
+    """The app; with `manage_engine` it starts the engine's worker on startup, stops it on exit.
+    `adapter_roots`: the folders adapters may be loaded from at run time (None: no loading)."""
     app = FastAPI(
         title="tuneloop",
         lifespan=_lifespan,
@@ -54,6 +67,7 @@ def create_app(
     )
     app.state.engine, app.state.api_key, app.state.log = engine, api_key, log
     app.state.manage_engine = manage_engine
+    app.state.adapter_roots = [Path(r).resolve() for r in adapter_roots or []]
     app.state.created = int(time.time())
     app.include_router(router)
     return app
@@ -144,6 +158,54 @@ async def _answer(request: Request, endpoint: str) -> Response:
         exchange.cancel()  # the client went away while waiting: free the rows
     exchange.record(completions)
     return JSONResponse(exchange.body(completions))
+
+
+@router.post("/v1/load_lora_adapter")
+async def load_lora_adapter(request: Request) -> Response:
+    """Serve one more adapter: `{"lora_name", "lora_path"}`, the path an adapter folder or a
+    run folder inside one of the allowed roots (symbolic links resolved first)."""
+    from tuneloop.errors import UserError
+    from tuneloop.serve.adapters import adapter_folder, read_spec
+
+    _authorize(request)
+    roots = request.app.state.adapter_roots
+    if not roots:
+        raise RequestError(
+            403,
+            "loading adapters at run time is off: start tuneloop serve with "
+            "--allow-runtime-adapters (and --adapter-root DIR)",
+            None, "runtime_adapters_off", "permission_error",
+        )  # fmt: skip
+    body = parse_body(LoadAdapterRequest, await _read_body(request))
+    path = Path(body.lora_path).expanduser().resolve()
+    if not any(path.is_relative_to(root) for root in roots):
+        raise RequestError(
+            403,
+            f"{body.lora_path} is outside the adapter roots ({', '.join(map(str, roots))})",
+            "lora_path", "outside_adapter_roots", "permission_error",
+        )  # fmt: skip
+    try:
+        spec = read_spec(body.lora_name, adapter_folder(path, roots[0]))
+        await asyncio.to_thread(request.app.state.engine.add_adapter, spec)
+    except UserError as err:
+        problem = err.problems[0]
+        message = f"{problem.what}; {problem.fix}" if problem.fix else problem.what
+        raise RequestError(400, message, "lora_path", "invalid_adapter") from None
+    return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' added successfully.")
+
+
+@router.post("/v1/unload_lora_adapter")
+async def unload_lora_adapter(request: Request) -> Response:
+    """Stop serving an adapter: `{"lora_name"}`. Rows being generated for it finish first."""
+    _authorize(request)
+    if not request.app.state.adapter_roots:
+        raise RequestError(
+            403, "unloading adapters at run time is off: start with --allow-runtime-adapters",
+            None, "runtime_adapters_off", "permission_error",
+        )  # fmt: skip
+    body = parse_body(UnloadAdapterRequest, await _read_body(request))
+    request.app.state.engine.remove_adapter(body.lora_name)
+    return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
 
 
 def _jobs(

@@ -107,6 +107,7 @@ class Engine:
         # running batches: BASE (mixed), and by name a DoRA adapter or a model of its own
         self._lanes: dict[str, RunningBatch] = {}
         self._answer_seconds = 1.0
+        self._unloading: set[str] = set()  # unloaded adapters still generating for some rows
         self._cond = threading.Condition()
         self._paused = False
         self._stopping = False
@@ -119,7 +120,6 @@ class Engine:
         cls, base: str | None, adapters: list[AdapterSpec], options: ServeOptions | None = None
     ) -> Engine:
         """Load the base model once and check every adapter against it."""
-        from transformers import AutoTokenizer
 
         from tuneloop.errors import UserError
         from tuneloop.models.load import load
@@ -135,20 +135,7 @@ class Engine:
         base = base_model_of(base, adapters)
         model, tokenizer, _ = load(base)
         model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-        tokenizers = {}
-        for a in adapters:
-            has_tokenizer = (a.path / "tokenizer_config.json").is_file()
-            tok = AutoTokenizer.from_pretrained(a.path) if has_tokenizer else tokenizer
-            if tok.pad_token is None:
-                tok.pad_token = tok.eos_token
-            if len(tok) != len(tokenizer):
-                raise UserError(
-                    f"adapter `{a.name}` has a tokenizer of {len(tok)} tokens; the base model's "
-                    f"has {len(tokenizer)}",
-                    str(a.path),
-                    "serve it with the base model it was trained on (--model)",
-                )
-            tokenizers[a.name] = tok
+        tokenizers = {a.name: _adapter_tokenizer(a, tokenizer) for a in adapters}
         specs = {a.name: a for a in adapters}
         options = options or ServeOptions()
         precision = resolve_precision(options.precision, model.device)
@@ -156,8 +143,64 @@ class Engine:
                if a.own_model}  # fmt: skip
         return cls(model, tokenizer, specs, tokenizers, options, base_name=base, own=own)
 
+    def add_adapter(self, spec: AdapterSpec) -> None:
+        """Serve one more adapter while serving (`POST /v1/load_lora_adapter`), checked as at
+        start-up: the same base model, a tokenizer of the same vocabulary. Loads it now for a
+        model of its own or virtual tokens; into the adapter cache on first use otherwise."""
+        with self._cond:
+            if spec.name in self.tokenizers:
+                raise RequestError(
+                    400, f"`{spec.name}` is already served; unload it first", "lora_name",
+                    "adapter_exists",
+                )  # fmt: skip
+        base_model_of(self.base_name, [spec])
+        tokenizer = _adapter_tokenizer(spec, self.tokenizers[BASE])
+        model = self.pool.model
+        own = (
+            _own_model(spec, self.base_name, self.precision, self.device)
+            if spec.own_model
+            else None
+        )
+        virtual = read_virtual_tokens(spec.path, model) if spec.virtual else None
+        with self._cond:
+            self._unloading.discard(spec.name)
+            self.specs[spec.name] = spec
+            self.tokenizers[spec.name] = tokenizer
+            self.stops[spec.name] = frozenset(stop_token_ids(tokenizer))
+            if own is not None:
+                self.own[spec.name] = own.eval()
+            if virtual is not None:
+                self.virtual[spec.name] = virtual
+
+    def remove_adapter(self, name: str) -> None:
+        """Stop serving an adapter (`POST /v1/unload_lora_adapter`): new requests to it get a
+        404, waiting ones a 404 too; rows being generated finish, then it leaves memory."""
+        gone = RequestError(404, f"model `{name}` was unloaded", "model", "model_not_found")
+        with self._cond:
+            if name not in self.specs:
+                raise RequestError(
+                    404, f"no adapter `{name}` is served", "lora_name", "model_not_found"
+                )
+            del self.specs[name], self.tokenizers[name]
+            for job in self._pending:
+                if job.model == name:
+                    job.fail(gone)
+            self._pending = [j for j in self._pending if not j.done]
+            self._unloading.add(name)
+            self._cond.notify()
+
+    def _release_unloaded(self) -> None:
+        """Free the unloaded adapters no running row uses any more (worker thread)."""
+        running = {j.model for b in self._lanes.values() for j in b.jobs}
+        for name in [n for n in self._unloading if n not in running]:
+            self.own.pop(name, None)
+            self.virtual.pop(name, None)
+            self.pool.forget(name)
+            self._unloading.discard(name)
+
     def models(self) -> list[str]:
-        return [BASE, *self.specs]
+        with self._cond:
+            return [BASE, *self.specs]
 
     # ---- requests --------------------------------------------------------------------------
 
@@ -387,18 +430,20 @@ class Engine:
             return len(self._pending) + self.running()
 
     def running(self) -> int:
-        return sum(len(b) for b in self._lanes.values())
+        """Rows being generated (a row that just ended is not, though it leaves the batch at
+        the end of the step)."""
+        return sum(not j.done for b in list(self._lanes.values()) for j in list(b.jobs))
 
     def _work(self) -> None:
         while True:
             with self._cond:
                 while not self._stopping and (
-                    self._paused or not (self._pending or self.running())
+                    self._paused or not (self._pending or self._lanes or self._unloading)
                 ):
                     self._cond.wait()
                 if self._stopping:
                     return
-                idle = not self.running()
+                idle = not self._lanes
             if idle:  # let a burst of requests arrive before the first prefill
                 time.sleep(self.options.batch_wait_ms / 1000)
             with self._cond:
@@ -406,10 +451,9 @@ class Engine:
                 self.metrics.queue_depth.set(len(self._pending))
             for key in admitted:
                 if key not in self._lanes:
-                    model = (
-                        (lambda k=key: self.own[k]) if key in self.own else lambda: self.pool.model
+                    self._lanes[key] = RunningBatch(
+                        self._forward_for(key), self._model_for(key), self.pad_id
                     )
-                    self._lanes[key] = RunningBatch(self._forward_for(key), model, self.pad_id)
             if admitted:
                 needed = self._pinned() | {
                     j.adapter for js in admitted.values() for j in js if self._pooled(j)
@@ -430,6 +474,7 @@ class Engine:
         """Admit the newcomers (their first token), then step the rows already running, so each
         row gets one token per round; a failure fails the rows of this batch only."""
         try:
+            batch.drop_finished()  # rows cancelled since the last step leave before it
             running = len(batch)
             if newcomers:
                 self.metrics.batch_size.observe(running + len(newcomers))
@@ -468,6 +513,8 @@ class Engine:
         `max_prefill_tokens` of prompt per batch. With `batching="static"` a batch is formed
         only when none is running, and runs to its end (the design before continuous
         batching, kept for the benchmark)."""
+        if self._unloading:
+            self._release_unloaded()
         now = time.perf_counter()
         for job in self._pending:
             if job.expired(now):
@@ -562,3 +609,24 @@ def _own_model(spec: AdapterSpec, base: str, precision: str, device):
     fresh = None if method in ("full", "qlora") else load_model(source)
     model = load_as_trained(spec.path, cfg, source, fresh, precision)
     return model if method == "qlora" else model.to(device)  # bitsandbytes placed the 4-bit one
+
+
+def _adapter_tokenizer(spec: AdapterSpec, base_tokenizer):
+    """The tokenizer an adapter was trained with (saved beside it), else the base model's; one
+    of another vocabulary size belongs to another base model."""
+    from transformers import AutoTokenizer
+
+    from tuneloop.errors import UserError
+
+    saved = (spec.path / "tokenizer_config.json").is_file()
+    tok = AutoTokenizer.from_pretrained(spec.path) if saved else base_tokenizer
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if len(tok) != len(base_tokenizer):
+        raise UserError(
+            f"adapter `{spec.name}` has a tokenizer of {len(tok)} tokens; the base model's "
+            f"has {len(base_tokenizer)}",
+            str(spec.path),
+            "serve it with the base model it was trained on (--model)",
+        )
+    return tok

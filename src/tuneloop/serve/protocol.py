@@ -229,7 +229,30 @@ class CompletionRequest(_Body):
         return list(p)
 
 
-def parse_body(model: type[_Body], raw: bytes) -> Any:
+class LoadAdapterRequest(BaseModel):
+    """vLLM's `POST /v1/load_lora_adapter` body."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    lora_name: str = Field(min_length=1)
+    lora_path: str = Field(min_length=1)
+
+    def refuse_unsupported(self) -> None:
+        pass
+
+
+class UnloadAdapterRequest(BaseModel):
+    """vLLM's `POST /v1/unload_lora_adapter` body."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    lora_name: str = Field(min_length=1)
+
+    def refuse_unsupported(self) -> None:
+        pass
+
+
+def parse_body(model: type[BaseModel], raw: bytes) -> Any:
     """Validate a JSON body into `model`, or raise a 400 `RequestError` naming the field."""
     try:
         body = model.model_validate_json(raw)

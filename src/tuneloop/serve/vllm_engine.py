@@ -424,6 +424,12 @@ def not_on_vllm(options: ServeOptions, log: Path | None, log_sample: float) -> s
         missing.append("--max-tokens as a cap (vLLM bounds prompt plus answer: --max-model-len)")
     if options.max_body_bytes != default.max_body_bytes:
         missing.append("--max-body-bytes")
+    if options.max_prefill_tokens != default.max_prefill_tokens:
+        missing.append("--max-prefill-tokens (vLLM: --max-num-batched-tokens)")
+    if options.max_pending != default.max_pending:
+        missing.append("--max-pending (vLLM queues without a bound of ours)")
+    if options.request_timeout_s != default.request_timeout_s:
+        missing.append("--request-timeout")
     return "not on vLLM: " + "; ".join(missing) if missing else None
 
 
