@@ -343,3 +343,23 @@ def test_adapters_load_and_unload_at_run_time_from_the_roots_only(
     with BackgroundServer(closed) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
         off = http.post("/v1/load_lora_adapter", json={"lora_name": "a", "lora_path": str(alpha)})
         assert off.status_code == 403 and off.json()["error"]["code"] == "runtime_adapters_off"
+
+
+def test_a_client_that_leaves_before_a_plain_answer_frees_its_row(server):
+    engine = server.engine
+    engine.pause()
+    try:
+        with (
+            httpx.Client(base_url=server.url, timeout=0.5) as http,
+            pytest.raises(httpx.ReadTimeout),
+        ):
+            http.post("/v1/chat/completions",
+                      json={"model": "alpha", "messages": CHAT, "max_tokens": 200})  # fmt: skip
+        with engine._cond:
+            waiting = list(engine._pending)
+        assert len(waiting) == 1
+        wait_until(lambda: waiting[0].cancelled)  # noticed within a second
+    finally:
+        engine.resume()
+    wait_until(lambda: engine.pending() == 0)
+    assert waiting[0].tokens == []  # never generated: dropped from the queue

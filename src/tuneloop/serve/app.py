@@ -153,7 +153,7 @@ async def _answer(request: Request, endpoint: str) -> Response:
             stream_events(exchange, events, body.include_usage), media_type="text/event-stream"
         )
     try:
-        completions = await exchange.answers(events)
+        completions = await exchange.answers(events, request.is_disconnected)
     finally:
         exchange.cancel()  # the client went away while waiting: free the rows
     exchange.record(completions)

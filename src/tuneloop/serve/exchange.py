@@ -71,11 +71,20 @@ class Exchange:
         self.object = "chat.completion" if endpoint == "chat" else "text_completion"
         self._logprobs_sent = [0] * len(jobs)
 
-    async def answers(self, events: asyncio.Queue) -> list[Completion]:
-        """Every choice's completion, in order; the first failure is raised."""
+    async def answers(self, events: asyncio.Queue, gone=None) -> list[Completion]:
+        """Every choice's completion, in order; the first failure is raised. `gone`, an async
+        function (Starlette's `request.is_disconnected`), is asked every second: a client that
+        left without waiting for its answer has its rows cancelled."""
         done: dict[int, Completion] = {}
         while len(done) < len(self.jobs):
-            kind, index, value = await events.get()
+            try:
+                kind, index, value = await asyncio.wait_for(events.get(), timeout=1.0)
+            except TimeoutError:
+                if gone is not None and await gone():
+                    self.cancel()
+                    raise RequestError(499, "the client closed the request", None,
+                                       "client_closed") from None  # fmt: skip
+                continue
             if kind == "error":
                 self.cancel()
                 raise self.failed(value)
