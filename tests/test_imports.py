@@ -26,7 +26,7 @@ LAYERS = [
     ("tuneloop.workspace", "tuneloop.registry", "tuneloop.track"),  # run folders, lineage
     ("tuneloop.train",),
     ("tuneloop.evaluate",),
-    ("tuneloop.export", "tuneloop.serve", "tuneloop.report", "tuneloop.refine"),
+    ("tuneloop.export", "tuneloop.serve", "tuneloop.report", "tuneloop.refine", "tuneloop.ui"),
     ("tuneloop.cli", "tuneloop.quickstart"),
 ]  # fmt: skip
 

@@ -125,6 +125,14 @@ def export_failures(run: Run, out: Path, k: int = 3, rule: FailureRule | None = 
     `rule` decides what failed (default: `tuned_failure_rule(run)`); each line keeps the metric
     and the item's score on it, so partial credit shows.
     """
+    records = failures_with_nearest(run, k, rule)
+    write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return len(records)
+
+
+def failures_with_nearest(run: Run, k: int = 3, rule: FailureRule | None = None) -> list[dict]:
+    """The tuned model's failed held-out items, each with its k nearest training examples
+    (BM25 over the last user message): what `export_failures` writes, one dict per item."""
     from rank_bm25 import BM25Okapi
 
     rule = rule or tuned_failure_rule(run)
@@ -132,7 +140,7 @@ def export_failures(run: Run, out: Path, k: int = 3, rule: FailureRule | None = 
     train = _train_examples(run)
     corpus = [_tokens(ex.prompt_messages[-1]["content"]) for ex in train]
     bm25 = BM25Okapi(corpus) if train else None
-    lines = []
+    records = []
     for item in failed:
         nearest = []
         if bm25 is not None:
@@ -146,9 +154,8 @@ def export_failures(run: Run, out: Path, k: int = 3, rule: FailureRule | None = 
         record = {key: item.get(key) for key in ("source", "prompt", "reference", "prediction")}
         record.update(metric=rule.metric, score=rule.score(item), meta=item.get("meta", {}),
                       nearest_train=nearest, run=run.id)  # fmt: skip
-        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    write_text(out, "".join(lines))
-    return len(failed)
+        records.append(record)
+    return records
 
 
 def export_review(run: Run, out: Path, against: str = "zero-shot", seed: int = 0) -> int:

@@ -23,6 +23,7 @@ from tuneloop.cli import (
     runs,
     serve,
     train,
+    ui,
 )
 from tuneloop.cli.common import quiet_libraries, user_errors
 from tuneloop.errors import UserError
@@ -136,6 +137,7 @@ app.add_typer(refine.app)
 app.add_typer(serve.app)
 app.add_typer(export.app)
 app.add_typer(monitor.app)
+app.add_typer(ui.app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -98,11 +98,42 @@ class Registry:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self.db.row_factory = sqlite3.Row
+        self._check_version()
         self._use_wal()
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self._migrate()
         self.mark_dead_runs_failed()
+
+    @classmethod
+    def read_only(cls, workspace: str | Path) -> Registry:
+        """A handle that never writes (the dashboard): no migration, no runs marked failed.
+        Raises `FileNotFoundError` when the workspace has no registry, and `UserError` for one
+        written by a newer tuneloop."""
+        reg = cls.__new__(cls)
+        reg.path = Path(workspace) / "registry.db"
+        if not reg.path.is_file():
+            raise FileNotFoundError(reg.path)
+        uri = f"{reg.path.resolve().as_uri()}?mode=ro"
+        reg.db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+        reg.db.row_factory = sqlite3.Row
+        reg._check_version()
+        return reg
+
+    def _check_version(self) -> None:
+        """Refuse a registry whose schema is newer than this tuneloop knows: its rows could
+        mean something else, and a migration from here would damage it."""
+        version = self.version
+        if version > len(MIGRATIONS):
+            self.db.close()
+            from tuneloop.errors import UserError
+
+            raise UserError(
+                f"the registry was written by a newer tuneloop (schema version {version}; this "
+                f"one knows up to {len(MIGRATIONS)})",
+                str(self.path),
+                "upgrade tuneloop (pip install -U tuneloop), or use another --workspace",
+            )
 
     def _use_wal(self, wait: float = 30.0) -> None:
         """Put the file in WAL mode (it stays so). Switching needs the database to itself, and

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 
-from tuneloop.report import plots, render
+from tuneloop.report import figures, render
 
 HEADER = ["condition", "status", "estimate [CI]", "bound", "test", "items needed"]
 
@@ -76,7 +76,7 @@ def forest_rows(conditions: list[dict]) -> list[tuple]:
     return rows
 
 
-def gate_section(gate: dict) -> str:
+def gate_section(gate: dict, draw: render.Draw = render.figure) -> str:
     """The verdict, the conditions' table, a forest chart of their intervals, the sentences."""
     headline, cls = verdict(gate)
     parts = [f'<h2>Gate</h2><p class="{cls}">{html.escape(headline)}</p>']
@@ -85,7 +85,7 @@ def gate_section(gate: dict) -> str:
         parts.append(render.table([condition_row(c) for c in conditions], HEADER))
         forest = forest_rows(conditions)
         if forest:
-            parts.append(render.img(plots.forest(forest), "gate conditions: CI against bound"))
+            parts.append(draw(figures.forest(forest), "gate conditions: CI against bound"))
         sentences = [
             f"<b>{html.escape(str(c.get('name', '-')))}</b> [{status(c).upper()}]: "
             + html.escape(str(c.get("sentence", "")))

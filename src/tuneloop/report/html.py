@@ -17,7 +17,7 @@ from tuneloop.evaluate import metrics
 from tuneloop.evaluate.metrics import normalize_answer
 from tuneloop.files import write_text
 from tuneloop.refine import DEFAULT_BELOW, failure_rule, recorded_metric
-from tuneloop.report import plots, render
+from tuneloop.report import figures, render
 from tuneloop.report.audit import audit_section
 from tuneloop.report.diversity import mode_collapse
 from tuneloop.report.gate import gate_section
@@ -200,6 +200,18 @@ def build_report(run: Run, below: float = DEFAULT_BELOW) -> Path:
     `below`: the line under which a partial-credit score (rouge_l, json_fields, ...) counts as a
     failure, as in `tuneloop failures --below`.
     """
+    sections = report_sections(run, below)
+    page = PAGE.format(title=html.escape(f"tuneloop report: {run.id}"), body="\n".join(sections))
+    target = run.path / "report.html"
+    write_text(target, page)
+    return target
+
+
+def report_sections(
+    run: Run, below: float = DEFAULT_BELOW, draw: render.Draw = render.figure
+) -> list[str]:
+    """The report's sections, as HTML: the static report draws figures as PNGs (the default
+    `draw`); the dashboard's run page shows the same sections with interactive charts."""
     info = run.info()
     sections: list[str] = []
 
@@ -239,9 +251,7 @@ def build_report(run: Run, below: float = DEFAULT_BELOW) -> Path:
     train = [(r["step"], r["loss"]) for r in log if "loss" in r]
     heldout = [(r["step"], r[k]) for r in log for k in ("heldout_loss", "eval_loss") if k in r]
     if train:
-        sections.append(
-            "<h2>Loss</h2>" + render.img(plots.loss_curves(train, heldout), "loss curves")
-        )
+        sections.append("<h2>Loss</h2>" + draw(figures.loss(train, heldout), "loss curves"))
 
     # -- rungs vs tuned
     rungs = heldout_rungs(run)
@@ -263,7 +273,7 @@ def build_report(run: Run, below: float = DEFAULT_BELOW) -> Path:
         sections.append(
             f"<h2>Baseline ladder vs tuned ({html.escape(metric)})</h2>"
             + mixed
-            + (render.img(plots.rung_bars(rows, metric), "rungs") if rows else "")
+            + (draw(figures.rungs(rows, metric), "rungs") if rows else "")
             + render.table(
                 table,
                 [
@@ -290,22 +300,20 @@ def build_report(run: Run, below: float = DEFAULT_BELOW) -> Path:
                   for r, pl in per_label.items()}  # fmt: skip
         sections.append(
             "<h2>Per class</h2>"
-            + render.img(
-                plots.grouped_bars(labels, series, "accuracy (recall) per class"), "per class"
-            )
+            + draw(figures.grouped(labels, series, "accuracy (recall) per class"), "per class")
         )
     tuned_items = items_by_rung.get("tuned")
     if tuned_items and per_label:
         labels, matrix = confusion_matrix(tuned_items)
         sections.append(
             "<h2>Confusion matrix (tuned)</h2>"
-            + render.img(plots.confusion(labels, matrix), "confusion")
+            + draw(figures.confusion(labels, matrix), "confusion")
         )
     if metric:
         for field in slice_fields(rungs, items_by_rung):
             table = slice_scores(field, rungs, items_by_rung, metric)
             if table:
-                sections.append(slice_section(field, table, metric))
+                sections.append(slice_section(field, table, metric, draw))
 
     # -- probes and gate
     probe_rows = []
@@ -323,7 +331,7 @@ def build_report(run: Run, below: float = DEFAULT_BELOW) -> Path:
                         + render.table(probe_rows, ["suite", "model", "scores"]))  # fmt: skip
     gate_path = run.path / "gate.json"
     if gate_path.exists():
-        sections.append(gate_section(json.loads(gate_path.read_text())))
+        sections.append(gate_section(json.loads(gate_path.read_text()), draw))
     preference_path = run.eval_dir / "preference.json"
     if preference_path.exists():
         sections.append(preference_section(json.loads(preference_path.read_text())))
@@ -353,10 +361,7 @@ def build_report(run: Run, below: float = DEFAULT_BELOW) -> Path:
             sections.append(retrieval_failures(rung, rungs[rung], rung_items, metric, below,
                                                run.eval_dir))  # fmt: skip
 
-    page = PAGE.format(title=html.escape(f"tuneloop report: {run.id}"), body="\n".join(sections))
-    target = run.path / "report.html"
-    write_text(target, page)
-    return target
+    return sections
 
 
 PAGE = """<!doctype html>

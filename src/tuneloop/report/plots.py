@@ -1,21 +1,45 @@
-"""The report's plots: matplotlib figures rendered to PNG bytes (no files, no display)."""
+"""The static report's renderer: a figure of `figures.py` (plotly.js's shape) drawn with
+matplotlib as PNG bytes (no files, no display). The dashboard draws the same dicts with
+plotly.js, so what a figure shows is decided in `figures.py` alone.
+
+It understands what `figures.py` uses, nothing more: scatter (lines, markers, asymmetric
+`error_x`), horizontal bars (grouped, `error_x`, colours, text), heatmaps with text, histograms,
+axis titles, ranges, log and reversed axes, and vertical line shapes.
+"""
 
 from __future__ import annotations
 
 import io
 
+DPI = 100
+WIDTH_PX = 640
 
-def _figure(width: float = 6.4, height: float = 3.6):
+
+def png(figure: dict) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
-    return plt, fig, ax
-
-
-def _png(plt, fig) -> bytes:
+    layout = figure.get("layout", {})
+    fig, ax = plt.subplots(figsize=(WIDTH_PX / DPI, layout.get("height", 360) / DPI), dpi=DPI)
+    traces = figure["data"]
+    bars = [t for t in traces if t["type"] == "bar"]
+    categories = _categories(traces)
+    for trace in traces:
+        kind = trace["type"]
+        if kind == "scatter":
+            _scatter(ax, trace, categories)
+        elif kind == "bar":
+            _bar(ax, trace, bars.index(trace), len(bars), categories)
+        elif kind == "heatmap":
+            _heatmap(fig, ax, trace)
+        elif kind == "histogram":
+            colour = (trace.get("marker") or {}).get("color")
+            ax.hist(trace["x"], bins=trace.get("nbinsx", 10), color=colour)
+        else:  # pragma: no cover - figures.py uses only the kinds above
+            raise ValueError(f"the report cannot draw a {kind!r} trace")
+    _axes(ax, layout, categories, traces)
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
@@ -23,114 +47,88 @@ def _png(plt, fig) -> bytes:
     return buf.getvalue()
 
 
-def loss_curves(train: list[tuple[int, float]], heldout: list[tuple[int, float]]) -> bytes:
-    """Training loss per optimizer step, and held-out loss where it was measured."""
-    plt, fig, ax = _figure()
-    if train:
-        ax.plot(*zip(*train, strict=True), label="train", color="#1f77b4", linewidth=1.2)
-    if heldout:
-        ax.plot(*zip(*heldout, strict=True), "o-", label="held-out", color="#d62728")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (nats per supervised token)")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return _png(plt, fig)
+def _categories(traces: list[dict]) -> list[str] | None:
+    """The category axis (y) shared by bar and scatter traces that name their rows."""
+    names: list[str] = []
+    for trace in traces:
+        if (
+            trace["type"] in ("bar", "scatter")
+            and trace.get("y")
+            and isinstance(trace["y"][0], str)
+        ):
+            names += [n for n in trace["y"] if n not in names]
+    return names or None
 
 
-def rung_bars(rows: list[tuple[str, float, float | None, float | None]], metric: str) -> bytes:
-    """One bar per rung (name, value, CI low, CI high); the tuned model stands out in colour."""
-    plt, fig, ax = _figure(6.4, 0.5 + 0.5 * max(2, len(rows)))
-    names = [r[0] for r in rows]
-    values = [r[1] for r in rows]
-    lows = [r[1] - r[2] if r[2] is not None else 0 for r in rows]
-    highs = [r[3] - r[1] if r[3] is not None else 0 for r in rows]
-    colours = ["#2ca02c" if n == "tuned" else "#7f7f7f" for n in names]
-    ax.barh(names, values, xerr=[lows, highs], color=colours, capsize=4)
-    for y, v in enumerate(values):
-        ax.text(min(v + 0.02, 0.9), y, f"{v:.1%}", va="center")
-    ax.set_xlim(0, 1)
-    ax.set_xlabel(f"{metric} on held-out items (bars: 95% CI where measured)")
-    ax.invert_yaxis()
-    return _png(plt, fig)
+def _xerr(trace: dict):
+    err = trace.get("error_x")
+    return [err["arrayminus"], err["array"]] if err else None
 
 
-def grouped_bars(
-    groups: list[str],
-    series: dict[str, list[float]],
-    xlabel: str,
-    cis: dict[str, list[tuple[float | None, float | None]]] | None = None,
-) -> bytes:
-    """Per-class or per-slice scores, one bar per series (rung) within each group; `cis` adds
-    each bar's interval (low, high) as an error bar where it is known."""
+def _scatter(ax, trace: dict, categories: list[str] | None) -> None:
+    mode = trace.get("mode", "lines")
+    marker = trace.get("marker") or {}
+    colour = (trace.get("line") or {}).get("color") or marker.get("color")
+    ys = [categories.index(y) for y in trace["y"]] if categories else trace["y"]
+    if marker.get("symbol", "").startswith("line-ns"):  # the gate's bound: a vertical tick
+        ax.plot(trace["x"], ys, linestyle="none", marker="|", markersize=18, color="black")
+        return
+    if "lines" in mode:
+        ax.plot(trace["x"], ys, "o-" if "markers" in mode else "-", color=colour,
+                label=trace.get("name"), linewidth=1.2)  # fmt: skip
+        return
+    colours = colour if isinstance(colour, list) else [colour] * len(ys)
+    xerr = _xerr(trace)
+    for i, (x, y) in enumerate(zip(trace["x"], ys, strict=True)):
+        one = [[xerr[0][i]], [xerr[1][i]]] if xerr else None
+        ax.errorbar([x], [y], xerr=one, fmt="o", color=colours[i], capsize=4)
+
+
+def _bar(ax, trace: dict, index: int, count: int, categories: list[str]) -> None:
     import numpy as np
 
-    plt, fig, ax = _figure(6.4, 0.6 + 0.28 * len(groups) * max(1, len(series)) ** 0.5)
-    y = np.arange(len(groups))
-    height = 0.8 / max(1, len(series))
-    for i, (name, values) in enumerate(series.items()):
-        xerr = None
-        if cis and name in cis:
-            # matplotlib wants distances below and above each bar: shape (2, n_groups)
-            pairs = list(zip(values, cis[name], strict=True))
-            xerr = [[v - lo if lo is not None else 0 for v, (lo, _) in pairs],
-                    [hi - v if hi is not None else 0 for v, (_, hi) in pairs]]  # fmt: skip
-        ax.barh(y + i * height, values, height, xerr=xerr, capsize=2, label=name)
-    ax.set_yticks(y + height * (len(series) - 1) / 2, groups, fontsize=8)
-    ax.set_xlim(0, 1)
-    ax.set_xlabel(xlabel)
-    ax.invert_yaxis()
-    ax.legend(loc="lower right", fontsize=8)
-    return _png(plt, fig)
+    height = 0.8 / count
+    y = np.array([categories.index(n) for n in trace["y"]], dtype=float)
+    y += (index - (count - 1) / 2) * height
+    colour = (trace.get("marker") or {}).get("color")
+    ax.barh(y, trace["x"], height, xerr=_xerr(trace), capsize=3, color=colour,
+            label=trace.get("name"))  # fmt: skip
+    for yi, value, text in zip(y, trace["x"], trace.get("text") or [], strict=False):
+        ax.text(min(value + 0.02, 0.9), yi, text, va="center")
 
 
-def forest(rows: list[tuple[str, float, float, float, float | None, str]]) -> bytes:
-    """The gate's conditions as a forest plot: each change (name, estimate, CI low, CI high,
-    bound, status) as a point with its interval, against its bound (a black tick) and zero.
-
-    Estimates are fractions (changes; a rate for a floor), drawn in percent; larger is better
-    for every condition, so a condition passes when its interval lies right of its bound.
-    """
-    plt, fig, ax = _figure(6.4, 0.8 + 0.45 * max(2, len(rows)))
-    colours = {"pass": "#1a7f37", "fail": "#cf222e", "inconclusive": "#9a6700"}
-    for y, (_, est, low, high, bound, status) in enumerate(rows):
-        colour = colours.get(status, "#7f7f7f")
-        ax.errorbar([est * 100], [y], xerr=[[(est - low) * 100], [(high - est) * 100]],
-                    fmt="o", color=colour, capsize=4)  # fmt: skip
-        if bound is not None:
-            ax.plot([bound * 100], [y], marker="|", markersize=18, color="black")
-    ax.axvline(0, color="#7f7f7f", linewidth=0.8, linestyle="--")
-    ax.set_yticks(range(len(rows)), [r[0] for r in rows])
-    ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_xlabel("estimate, % (bar: CI; black tick: the bound it must clear)")
-    ax.grid(axis="x", alpha=0.3)
-    return _png(plt, fig)
-
-
-def confusion(labels: list[str], matrix: list[list[int]]) -> bytes:
-    """Rows: reference label; columns: predicted label (the last column gathers other answers)."""
-    plt, fig, ax = _figure(6.4, 5.6)
+def _heatmap(fig, ax, trace: dict) -> None:
+    matrix = trace["z"]
     image = ax.imshow(matrix, cmap="Blues")
-    ticks = range(len(labels))
-    columns = [*labels, "(other)"][: len(matrix[0])]
-    ax.set_xticks(range(len(columns)), columns, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(ticks, labels, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("reference")
-    if len(labels) <= 20:
-        for i, row in enumerate(matrix):
-            for j, n in enumerate(row):
-                if n:
-                    dark = n > max(map(max, matrix)) / 2
-                    colour = "white" if dark else "black"
-                    ax.text(j, i, str(n), ha="center", va="center", fontsize=7, color=colour)
+    peak = max((max(row) for row in matrix if row), default=0)
+    for i, row in enumerate(trace.get("text") or []):
+        for j, text in enumerate(row):
+            if text:
+                colour = "white" if matrix[i][j] > peak / 2 else "black"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
+    ax.set_xticks(range(len(trace["x"])), trace["x"], rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(trace["y"])), trace["y"], fontsize=7)
     fig.colorbar(image, ax=ax, shrink=0.7)
-    return _png(plt, fig)
 
 
-def histogram(values: list[int], xlabel: str) -> bytes:
-    plt, fig, ax = _figure(6.4, 2.8)
-    ax.hist(values, bins=min(40, max(5, len(set(values)))), color="#1f77b4")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("examples")
-    return _png(plt, fig)
+def _axes(ax, layout: dict, categories: list[str] | None, traces: list[dict]) -> None:
+    xaxis, yaxis = layout.get("xaxis") or {}, layout.get("yaxis") or {}
+    ax.set_xlabel((xaxis.get("title") or {}).get("text", ""))
+    ax.set_ylabel((yaxis.get("title") or {}).get("text", ""))
+    if yaxis.get("type") == "log":
+        ax.set_yscale("log")
+    if "range" in xaxis:
+        ax.set_xlim(*xaxis["range"])
+    heatmap = any(t["type"] == "heatmap" for t in traces)
+    if categories and not heatmap:
+        ax.set_yticks(range(len(categories)), categories, fontsize=8 if len(categories) > 8 else 10)
+        ax.set_ylim(len(categories) - 0.5, -0.5)  # first category on top, as plotly's reversed
+    elif yaxis.get("autorange") == "reversed" and not heatmap:
+        ax.invert_yaxis()
+    for shape in layout.get("shapes") or []:
+        if shape.get("type") == "line" and shape.get("x0") == shape.get("x1"):
+            ax.axvline(shape["x0"], color="#7f7f7f", linewidth=0.8, linestyle="--")
+    if any(t["type"] == "scatter" for t in traces) or yaxis.get("type") == "log":
+        ax.grid(alpha=0.3)
+    if layout.get("showlegend") and len(traces) > 1:
+        ax.legend(loc="best", fontsize=8)

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Callable
+
+# How a page shows a figure of `figures.py`: (figure, alt text) -> HTML. The report embeds a PNG
+# (`figure`); the dashboard passes its own, which hands the same figure to plotly.js.
+Draw = Callable[[dict, str], str]
 
 
 def img(png: bytes, alt: str) -> str:
     """A PNG embedded in the page (no file beside it, nothing fetched)."""
     data = base64.b64encode(png).decode("ascii")
     return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def figure(fig: dict, alt: str) -> str:
+    """A figure of `figures.py`, drawn as an embedded PNG (the static report's way)."""
+    from tuneloop.report import plots
+
+    return img(plots.png(fig), alt)
 
 
 class Raw(str):

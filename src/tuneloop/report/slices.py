@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from tuneloop.evaluate.scoring import natural_key, slice_value
 from tuneloop.evaluate.stats import mean_ci
-from tuneloop.report import plots, render
+from tuneloop.report import figures, render
 
 
 class SliceScore(NamedTuple):
@@ -76,7 +76,12 @@ def slice_scores(
     return {value: table[value] for value in sorted(table, key=natural_key)}
 
 
-def slice_section(field: str, table: dict[str, dict[str, SliceScore]], metric: str) -> str:
+def slice_section(
+    field: str,
+    table: dict[str, dict[str, SliceScore]],
+    metric: str,
+    draw: render.Draw = render.figure,
+) -> str:
     """A chart (bars with their CIs) and a table: one row per value, one column per rung."""
     groups = list(table)
     rungs = sorted({r for by_rung in table.values() for r in by_rung})
@@ -91,9 +96,9 @@ def slice_section(field: str, table: dict[str, dict[str, SliceScore]], metric: s
         for g in groups
     ]
     header = [field, "n", *(f"{r}: {metric} [95% CI]" for r in rungs)]
-    chart = plots.grouped_bars(groups, series, f"{metric} by {field} (bars: 95% CI)", cis)
+    chart = figures.grouped(groups, series, f"{metric} by {field} (bars: 95% CI)", cis)
     return (
         f"<h2>Slice: {html.escape(field)}</h2>"
-        + render.img(chart, f"slice {field}")
+        + draw(chart, f"slice {field}")
         + render.table(rows, header)
     )
