@@ -102,13 +102,16 @@ def test_requests_join_and_leave_a_running_batch_without_cross_talk(
              for i in range(40)]  # fmt: skip
     engine = engine_for(tiny_model_dir, dirs, cache_size=3, max_batch=5)
     try:
+
         def ask(model, prompt, n):
             job = engine.chat_job(model, [{"role": "user", "content": prompt}], max_tokens=n)
             return engine.complete(job, timeout=120).text
 
         alone_answers = [ask(*case) for case in cases]
-        assert len({a for a, (m, _, _) in zip(alone_answers, cases, strict=True)
-                    if m != "__base__"}) > 5  # fmt: skip  (the adapters answer differently)
+        assert (
+            len({a for a, (m, _, _) in zip(alone_answers, cases, strict=True) if m != "__base__"})
+            > 5
+        )  # fmt: skip  (the adapters answer differently)
         joined = engine.metrics.batch_size.collect()[0]
         before = sum(s.value for s in joined.samples if s.name.endswith("_count"))
         import threading

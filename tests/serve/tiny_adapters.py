@@ -83,20 +83,35 @@ def make_every_kind(root: Path, tokenizer, base_dir: Path) -> dict[str, Path]:
     from peft import IA3Config, PrefixTuningConfig, PromptTuningConfig
 
     return {
-        "dora": make_adapter(root / "dora", tokenizer, base_dir, ["q_proj", "v_proj"], 4,
-                             seed=99, use_dora=True),  # fmt: skip
+        "dora": make_adapter(
+            root / "dora", tokenizer, base_dir, ["q_proj", "v_proj"], 4, seed=99, use_dora=True
+        ),  # fmt: skip
         "ia3": make_peft_adapter(
-            root / "ia3", tokenizer, base_dir,
-            IA3Config(target_modules=["k_proj", "v_proj", "down_proj"],
-                      feedforward_modules=["down_proj"], task_type="CAUSAL_LM"),
-            "ia3", seed=5,
+            root / "ia3",
+            tokenizer,
+            base_dir,
+            IA3Config(
+                target_modules=["k_proj", "v_proj", "down_proj"],
+                feedforward_modules=["down_proj"],
+                task_type="CAUSAL_LM",
+            ),
+            "ia3",
+            seed=5,
         ),  # fmt: skip
         "prompt": make_peft_adapter(
-            root / "prompt", tokenizer, base_dir,
-            PromptTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM"), "prompt", seed=6,
+            root / "prompt",
+            tokenizer,
+            base_dir,
+            PromptTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM"),
+            "prompt",
+            seed=6,
         ),  # fmt: skip
         "prefix": make_peft_adapter(
-            root / "prefix", tokenizer, base_dir,
-            PrefixTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM"), "prefix", seed=7,
+            root / "prefix",
+            tokenizer,
+            base_dir,
+            PrefixTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM"),
+            "prefix",
+            seed=7,
         ),  # fmt: skip
     }
