@@ -114,6 +114,19 @@ def count_generate_calls(model) -> list[int]:
     return calls
 
 
+def away_from_trl_reference(trainer) -> None:
+    """TRL keeps the adapter as it was at the start as its reference ("ref": B = 0, the base).
+    Move the trained adapter away from it, so that the policy differs from the reference, and
+    put the model in eval mode (no dropout, no accumulation normaliser in TRL's loss)."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in trainer.model.named_parameters():
+            if "lora_B.default" in name:
+                p.normal_(0, 0.5)
+    trainer.model.eval()
+
+
 TOPICS = ["alpha", "beta", "gamma"]
 
 

@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from tuneloop.errors import Problem, UserError
 
@@ -161,10 +162,13 @@ class TaskConfig(Section):
         description="System prompt given to every example that has none, in training and "
         "in every evaluation rung (the zero-shot baseline included).",
     )
-    metric: str | None = Field(
+    metric: str | GraderConfig | None = Field(
         None,
-        description="Per-item metric that decides (ladder, compare, gate). Default by kind: "
-        "label -> exact_match, json -> json_exact, text -> rouge_l.",
+        description="Per-item metric that decides (ladder, compare, gate) and, for objective "
+        "`grpo`, the reward: a metric's name, or a grader (`{regex: ...}`, `{python: "
+        "module:function}`, `{judge: true}`, `{reward_model: run folder}`, `{weighted: [...]}`; "
+        "`evaluate/graders.py`). Default by kind: label -> exact_match, json -> json_exact, "
+        "text -> rouge_l.",
     )
     json_schema: dict | None = Field(
         None, description="A JSON Schema (inline) that json answers must conform to."
@@ -192,6 +196,27 @@ class TaskConfig(Section):
             return {"paths": value}
         return value
 
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _grader_spec(cls, value: Any) -> Any:
+        """A mapping is a grader: validated here, so a mistake in it is one problem naming
+        the key (`task.metric.weighted.0.regx`), not one per shape `metric` may take."""
+        return GraderConfig.parse(value) if isinstance(value, dict) else value
+
+    @property
+    def grader(self) -> GraderConfig | None:
+        """`task.metric` as a grader (a metric's name is `{metric: name}`); None: the default."""
+        if isinstance(self.metric, str):
+            return GraderConfig(metric=self.metric)
+        return self.metric
+
+    @property
+    def metric_name(self) -> str | None:
+        """The per-item column that decides: the metric's name, or the grader's."""
+        if isinstance(self.metric, GraderConfig):
+            return self.metric.column
+        return self.metric
+
     @property
     def constrainable(self) -> bool:
         """A JSON task: its answers can be held to JSON (task.json_schema, else any object)
@@ -205,8 +230,26 @@ class TaskConfig(Section):
         found = []
         if self.json_schema is not None:
             found += _schema_problems(self.json_schema)
-        if self.metric is not None:
+        if isinstance(self.metric, str):
             found += _metric_problems(self.kind, self.metric, self.json_schema is not None, judge)
+        elif self.metric is not None:
+            for loc, part in self.metric.parts(("metric",)):
+                inside = ".".join(map(str, loc[1:]))
+                at = f"{inside}: " if inside else ""  # the field shown stops at task.metric
+                if part.metric is not None:
+                    found += [
+                        ((*loc, "metric"), at + what, fix)
+                        for _, what, fix in _metric_problems(
+                            self.kind, part.metric, self.json_schema is not None, judge
+                        )
+                    ]
+                if part.judge is True and not judge:
+                    found.append((
+                        (*loc, "judge"),
+                        f"{at}`judge: true` asks the model in `eval.judge`, which is not set",
+                        "set `eval.judge` (url, model, rubric), or give the judge here: "
+                        "`judge: {url: ..., model: ...}`",
+                    ))  # fmt: skip
         return [(("task", *loc), what, fix) for loc, what, fix in found]
 
 
@@ -318,6 +361,39 @@ class DistillConfig(Section):
     )
 
 
+class GrpoConfig(Section):
+    """Group relative policy optimisation (`train/grpo.py`): for each prompt, `group_size`
+    sampled completions, rewarded by the task's grader (`task.metric`)."""
+
+    group_size: int = Field(
+        8, ge=2, description="Completions sampled per prompt; each is judged against its group."
+    )
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the completions.")
+    max_completion_tokens: int = Field(
+        64, gt=0, description="Longest completion; a longer one is cut (and gets no end token)."
+    )
+    beta: float = Field(
+        0.04,
+        ge=0,
+        description="Weight of the KL penalty to the reference (the base with the adapter off; "
+        "a frozen copy for `method: full`); 0: no reference pass.",
+    )
+    epsilon: float = Field(0.2, gt=0, lt=1, description="Clip range of the probability ratio.")
+    epsilon_high: float | None = Field(
+        None, gt=0, description="Upper clip range when it differs (DAPO: 0.28); unset: epsilon."
+    )
+    loss: Literal["dapo", "grpo", "dr_grpo"] = Field(
+        "dapo",
+        description="How token losses are averaged: over every completion token of the step "
+        "(`dapo`, TRL's default), per completion then over completions (`grpo`), or over "
+        "completions x max_completion_tokens (`dr_grpo`).",
+    )
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group",
+        description="Divide advantages by the reward std of the group, of the batch, or not.",
+    )
+
+
 class EarlyStoppingConfig(Section):
     patience: int = Field(3, gt=0, description="Evaluations without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0, description="Smallest drop in held-out loss that counts.")
@@ -326,7 +402,7 @@ class EarlyStoppingConfig(Section):
 
 class TrainConfig(Section):
     method: Literal["full", "lora", "qlora", "dora", "ia3", "prefix", "prompt"] = "lora"
-    objective: Literal["sft", "dpo", "distill"] = "sft"
+    objective: Literal["sft", "dpo", "distill", "reward", "grpo"] = "sft"
     lora: LoraConfig = Field(LoraConfig(), description="Used by methods lora, qlora and dora.")
     qlora: QloraConfig | None = None
     ia3: Ia3Config = Ia3Config()
@@ -334,6 +410,7 @@ class TrainConfig(Section):
     prompt: PromptTuningConfig = PromptTuningConfig()
     dpo: DpoConfig = DpoConfig()
     distill: DistillConfig = DistillConfig()
+    grpo: GrpoConfig = GrpoConfig()
     packing: bool = Field(
         False,
         description="Pack each batch's examples into shared rows, with no attention "
@@ -413,6 +490,36 @@ class TrainConfig(Section):
                 "run `tuneloop distill generate --teacher URL` and train with objective `sft` on "
                 "the dataset it writes",
             ))  # fmt: skip
+        if self.objective == "reward" and self.method == "qlora":
+            found.append((
+                ("method",),
+                "a reward model loads the base with a score head in float32; 4-bit loading is "
+                "for language-model heads here",
+                "use `train.method: lora` for the reward model",
+            ))  # fmt: skip
+        if self.objective in ("grpo", "reward") and self.method in ("prefix", "prompt"):
+            found.append((
+                ("method",),
+                f"objective `{self.objective}` trains with method `{self.method}`'s virtual "
+                "tokens nowhere: "
+                + ("sampling inside training runs the plain model" if self.objective == "grpo"
+                   else "a reward model's score head reads the base model's last token"),
+                "use `train.method: lora` (or full, dora, ia3, qlora)",
+            ))  # fmt: skip
+        if self.objective == "grpo" and self.eval_every is not None:
+            found.append((
+                ("eval_every",),
+                "objective `grpo` has no held-out loss to evaluate during training (its loss "
+                "depends on sampled completions); the held-out grader score is what counts",
+                "remove `train.eval_every`, and score the run with `tuneloop eval` (the grader "
+                "in `task.metric`, paired against the base)",
+            ))  # fmt: skip
+        if self.objective == "grpo" and self.packing:
+            found.append((
+                ("packing",),
+                "objective `grpo` groups each prompt's completions in padded rows",
+                "set `train.packing: false`",
+            ))  # fmt: skip
         if self.early_stopping is not None and self.eval_every is None:
             found.append((
                 ("early_stopping",),
@@ -438,6 +545,117 @@ class JudgeConfig(Section):
         description="Classify refusals in the safety and over-refusal suites with this judge "
         "(it replies `refusal` or `answer`) instead of the regex detector.",
     )
+
+
+GRADER_KINDS = ("metric", "regex", "python", "judge", "reward_model", "weighted")
+
+
+class GraderConfig(Section):
+    """A grader: scores one completion in [0, 1] (`evaluate/graders.py`). Exactly one kind:
+
+    {metric: json_field_f1}                        a per-item metric by name
+    {regex: '\\d+', compare: reference}           the last number equals the reference's
+    {python: mypkg.rewards:concise}                function(completion, reference) -> float
+    {judge: true}                                  the LLM judge of `eval.judge` (or a
+                                                   judge given here: {judge: {url, model}})
+    {reward_model: .tuneloop/runs/<id>}            a run of objective `reward`
+    {weighted: [{metric: json_valid, weight: 1}, {metric: json_exact, weight: 3}]}
+    """
+
+    metric: str | None = Field(None, description="A per-item metric by name.")
+    regex: str | None = Field(
+        None,
+        description="A regular expression searched in the completion: 1 where it matches; with "
+        "`compare: reference`, 1 where its last match (its first group, if it has one) equals "
+        "the same taken from the reference.",
+    )
+    compare: Literal["match", "reference"] = Field(
+        "match", description="For `regex`: score a match, or compare the match with the reference."
+    )
+    python: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="`package.module:function`, called as function(completion, reference) and "
+        "returning a number in [0, 1] (a bool counts as 0 or 1).",
+    )
+    judge: bool | JudgeConfig | None = Field(
+        None, description="`true`: the judge of `eval.judge`; or a judge's own settings."
+    )
+    reward_model: Path | None = Field(
+        None,
+        description="A finished run of objective `reward`: sigmoid of its score of the answer.",
+    )
+    weighted: list[GraderConfig] | None = Field(
+        None,
+        min_length=1,
+        description="A weighted mean of graders, each with its `weight`.",
+    )
+    weight: float = Field(1.0, gt=0, description="This grader's weight inside `weighted`.")
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$",
+        description="The per-item score's name in evaluations; default: the metric's name, "
+        "else the grader's kind.",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GraderConfig:
+        given = [k for k in GRADER_KINDS if getattr(self, k) not in (None, False)]
+        if len(given) != 1:
+            raise ValueError(
+                f"a grader has exactly one of {', '.join(GRADER_KINDS)}; "
+                + (f"got {' and '.join(given)}" if given else "got none")
+            )
+        if self.regex is not None:
+            import re
+
+            try:
+                re.compile(self.regex)
+            except re.error as err:
+                raise ValueError(f"regex {self.regex!r} does not compile: {err}") from None
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in GRADER_KINDS if getattr(self, k) not in (None, False))
+
+    @property
+    def column(self) -> str:
+        """The name of this grader's per-item score."""
+        return self.name or self.metric or self.kind
+
+    def parts(self, loc: tuple = ()) -> list[tuple[tuple, GraderConfig]]:
+        """This grader and every grader inside it, each with its location under `loc`."""
+        found = [(loc, self)]
+        for i, part in enumerate(self.weighted or []):
+            found += part.parts((*loc, "weighted", i))
+        return found
+
+    @classmethod
+    def parse(cls, value: dict) -> GraderConfig:
+        """Validate a grader mapping; every problem in it becomes one error that names its key
+        and says how to fix it (see `_problem`)."""
+        try:
+            return cls.model_validate(value)
+        except ValidationError as exc:
+            lines, fixes = [], []
+            for err in exc.errors():
+                at = ".".join(str(p) for p in err["loc"])
+                if err["type"] == "extra_forbidden":
+                    lines.append(f"unknown key `{at}`")
+                    fixes.append(f"keys a grader takes: {', '.join(cls.model_fields)}")
+                elif err["loc"][-1:] == ("python",) and err["type"] == "string_pattern_mismatch":
+                    lines.append(f"{at}: {err['input']!r} is not `package.module:function`")
+                else:
+                    msg = err["msg"].removeprefix("Value error, ")
+                    lines.append(f"{at}: {msg}" if at else msg)
+            fixes.append(
+                "write one grader, e.g. `{metric: json_exact}`, `{regex: '\\d+', compare: "
+                "reference}` or `{python: package.module:function}` (docs/training.md, Graders)"
+            )
+            raise PydanticCustomError(
+                "grader", "{what}", {"what": "; ".join(lines), "fix": "; ".join(fixes)}
+            ) from None
 
 
 PROMPTINGS = ("zero-shot", "few-shot", "rag", "constrained")
@@ -753,6 +971,9 @@ class Recipe(Section):
         out.data.train = absolute(out.data.train)
         out.data.heldout = absolute(out.data.heldout)
         out.train.distill.teacher_adapter = absolute(out.train.distill.teacher_adapter)
+        if isinstance(out.task.metric, GraderConfig):
+            for _, part in out.task.metric.parts():
+                part.reward_model = absolute(part.reward_model)
         for suite in out.gate.suites.values():
             suite.path = absolute(suite.path)
         for recorded in out.eval.recorded:
@@ -863,6 +1084,8 @@ def _problem(err: dict, source: Path | str, node: Any) -> Problem:
     limits = [f"{words} {ctx[key]}" for key, words in bounds.items() if key in ctx]
     default = _default_of(err["loc"])
     example = f" (default: {default})" if default is not None else ""
+    if "fix" in ctx:  # an error that carries its own fix (a grader's, `GraderConfig.parse`)
+        return Problem(err["msg"], where, ctx["fix"])
     if kind == "literal_error":
         fix = f"set `{field}` to one of: {ctx.get('expected', '')}"
     elif limits:

@@ -26,7 +26,8 @@ def tuneloop(*args: str):
     return result.exit_code, result.stdout, result.stderr
 
 
-def train_tiny(folder: Path, model_dir: Path, objective: str, rows: list[dict], **train) -> Run:
+def train_tiny(folder: Path, model_dir: Path, objective: str, rows: list[dict],
+               task: dict | None = None, **train) -> Run:  # fmt: skip
     """A finished run of `objective` on the tiny model, made as `tuneloop train` makes one; the
     held-out split is carved out of `rows` and saved in the run, as it is by default."""
     from tuneloop.config import validate_recipe
@@ -40,7 +41,7 @@ def train_tiny(folder: Path, model_dir: Path, objective: str, rows: list[dict], 
             "workspace": str(folder / "ws"),
             "model": {"name": str(model_dir)},
             "data": {"train": str(folder / "train.jsonl")},
-            "task": {"instruction": "Name the topic of the item."},
+            "task": {"instruction": "Name the topic of the item.", **(task or {})},
             "train": {
                 "objective": objective,
                 "max_steps": 3,
@@ -179,3 +180,33 @@ def test_a_distillation_run_is_evaluated_gated_and_reported(tmp_path, tiny_model
     scored = items(run, "tuned.jsonl")
     assert [i["reference"] for i in scored] == [r["messages"][-1]["content"] for r in heldout]
     assert not (run.eval_dir / "preference.json").exists()  # only DPO runs rank pairs
+
+
+def test_a_grpo_run_is_evaluated_with_its_grader_gated_and_reported(tmp_path, tiny_model_dir):
+    """The grader GRPO trained on (`task.metric`) is the column the evaluation and the gate
+    decide on, paired item by item like any metric."""
+    from tuneloop.config import GraderConfig
+
+    rows = [
+        {"messages": [{"role": "user", "content": f"item {i} about {TOPICS[i % 3]} things"},
+                      {"role": "assistant", "content": TOPICS[i % 3]}]}
+        for i in range(30)
+    ]  # fmt: skip
+    grader = {"weighted": [{"metric": "exact_match", "weight": 3},
+                           {"regex": "[aeiou]", "weight": 1}], "name": "graded"}  # fmt: skip
+    run = train_tiny(tmp_path, tiny_model_dir, "grpo", rows, grpo={"group_size": 2,
+                     "max_completion_tokens": 3}, task={"metric": grader})  # fmt: skip
+    assert run.info()["objective"] == "grpo"
+
+    eval_gate_report(run)
+
+    summary = json.loads((run.eval_dir / "tuned.json").read_text())
+    assert summary["metric"] == "graded" and "graded" in summary["ci"]
+    assert GraderConfig.model_validate(grader).column == "graded"
+    for item in items(run, "tuned.jsonl"):
+        assert 0.0 <= item["scores"]["graded"] <= 1.0
+        assert item["scores"]["graded"] == pytest.approx(
+            (3 * item["scores"]["exact_match"] + any(c in item["prediction"] for c in "aeiou")) / 4
+        )
+    gate = json.loads((run.path / "gate.json").read_text())
+    assert "graded" in json.dumps(next(c for c in gate["conditions"] if c["name"] == "task"))

@@ -6,6 +6,7 @@ import tempfile
 import pytest
 import torch
 
+from conftest import away_from_trl_reference
 from tuneloop.config import DpoConfig
 from tuneloop.data.preference import PreferencePair
 from tuneloop.data.templates import IGNORE_INDEX, TokenizedExample
@@ -72,13 +73,7 @@ def test_matches_trl_on_the_same_batch(loss_type, smoothing, tiny_tokenizer, tin
         ),
     )
     trainer = _trl_trainer(model, tiny_tokenizer, loss_type, smoothing)
-    # TRL keeps the adapter as it was at the start as its reference ("ref": B = 0, the base);
-    # move the trained adapter away from it so that the policy differs from the reference.
-    with torch.no_grad():
-        for name, p in trainer.model.named_parameters():
-            if "lora_B.default" in name:
-                p.normal_(0, 0.5)
-    trainer.model.eval()
+    away_from_trl_reference(trainer)
 
     # P = 3 pairs, rows [chosen x3, rejected x3] for TRL; different prompt/answer lengths.
     g = torch.Generator().manual_seed(1)

@@ -105,15 +105,15 @@ def run_examples(recipe: Recipe, saved: Path, side: Side) -> list[Example]:
     instruction applied: what evaluation asks and draws its shots from.
 
     `saved` is the run's `data/` folder: the split training saved there, else the recipe's own
-    file for that side. A preference pair (objective `dpo`) becomes its prompt with the chosen
-    answer as the reference:
+    file for that side. A preference pair (objective `dpo` or `reward`) becomes its prompt with
+    the chosen answer as the reference:
 
         {"prompt": [{"role": "user", "content": "My card never arrived."}],
          "chosen": "Sorry! I can send a replacement today.", "rejected": "Not my problem."}
         -> Example(messages=[{"role": "user", "content": "My card never arrived."},
                              {"role": "assistant", "content": "Sorry! I can send a ..."}])
     """
-    if recipe.train.objective == "dpo":
+    if recipe.train.objective in ("dpo", "reward"):
         return [pair.as_example() for pair in run_pairs(recipe, saved, side)]
     path = saved / f"{side}.jsonl"
     # A saved split is always `messages` JSONL (`split.write_split`); the recipe's file is read
@@ -127,8 +127,9 @@ def run_examples(recipe: Recipe, saved: Path, side: Side) -> list[Example]:
 
 
 def run_pairs(recipe: Recipe, saved: Path, side: Side) -> list[PreferencePair]:
-    """A DPO run's train or held-out pairs as it trained on them: the split saved in `saved`
-    (the run's `data/` folder), else the recipe's file, with the task instruction applied."""
+    """A DPO or reward run's train or held-out pairs as it trained on them: the split saved in
+    `saved` (the run's `data/` folder), else the recipe's file, with the task instruction
+    applied."""
     path = saved / f"{side}.jsonl"
     pairs = read_preferences(path if path.exists() else _recipe_file(recipe, side))
     return [pair_with_instruction(p, recipe.task.instruction) for p in pairs]

@@ -256,7 +256,7 @@ def advise(recipe: Recipe, progress: bool = True, measure_steps: int = 3) -> Adv
     heldout = data.heldout[: recipe.eval.max_items] if recipe.eval.max_items else data.heldout
     findings = lint_examples(data.train, data.heldout)
     kind = task_kind(recipe, heldout)
-    metric = primary_metric(kind, recipe.task.metric)
+    metric = primary_metric(kind, recipe.task.metric_name)
     model, tokenizer, source = load(
         recipe.model.name, recipe.model.trust_remote_code, recipe.model.chat_template
     )

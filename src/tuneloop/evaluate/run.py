@@ -22,7 +22,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuneloop.config import Recipe, load_recipe
+from tuneloop.config import GraderConfig, Recipe, load_recipe
 from tuneloop.data.prepare import run_examples
 from tuneloop.data.records import Example
 from tuneloop.errors import UserError
@@ -75,10 +75,17 @@ def score(
     refs: list[str],
     recipe: Recipe | None = None,
     sources: list[str] | None = None,
+    questions: list[str] | None = None,
 ) -> tuple[dict, list[dict]]:
-    """Summary metrics (with intervals) and per-item scores for one rung."""
+    """Summary metrics (with intervals) and per-item scores for one rung; a grader in
+    `task.metric` adds its own column (`graders.py`; a judge grader reads `questions`)."""
     schema = recipe.task.json_schema if recipe else None
     columns = scoring.item_scores(kind, preds, refs, schema, sources)
+    if recipe is not None and isinstance(recipe.task.metric, GraderConfig):
+        from tuneloop.evaluate.graders import build_grader
+
+        grader = build_grader(recipe.task.metric, schema, recipe.eval.judge)
+        columns[grader.name] = grader(preds, refs, questions)
     per_item = [{name: values[i] for name, values in columns.items()} for i in range(len(preds))]
     ev = recipe.eval if recipe else None
     summary = scoring.summarize(
@@ -127,16 +134,16 @@ def evaluate_rung(
     preds, usage, answered = answer(spec, model, tokenizer, prompts, examples, budget["value"],
                                     recipe, precision, progress)  # fmt: skip
     seconds = time.perf_counter() - started
-    summary, scores = score(kind, preds, refs, recipe, [ex.source for ex in examples])
+    questions = [ex.prompt_messages[-1]["content"] for ex in examples]
+    summary, scores = score(kind, preds, refs, recipe, [ex.source for ex in examples], questions)
     if ev.judge is not None:
         from tuneloop.evaluate.judge import judge_scores
 
-        questions = [ex.prompt_messages[-1]["content"] for ex in examples]
         judged = judge_scores(ev.judge, questions, refs, preds)
         for s, j in zip(scores, judged, strict=True):
             s["judge"] = j
         summary["judge"] = metrics.mean(judged)
-    metric = scoring.primary_metric(kind, recipe.task.metric)
+    metric = scoring.primary_metric(kind, recipe.task.metric_name)
     if scores and metric not in scores[0]:
         raise UserError(
             f"task.metric `{metric}` is not a per-item metric of a {kind} task",
@@ -365,9 +372,11 @@ def evaluate_run(
     """Evaluate the requested rungs of a finished run; the base model is loaded once.
 
     `probes` names the models ("base", "tuned") that answer the shipped probes; `train_gap`
-    also scores the tuned model on `eval.train_sample` of its training items. A DPO run's
-    held-out pairs are also ranked by the tuned model's implicit reward (`preference.py`)
-    whenever the tuned rung is evaluated, or when `preference` asks for it alone.
+    also scores the tuned model on `eval.train_sample` of its training items. A reward run's
+    held-out pairs are ranked by its reward model and by the base model instead
+    (`reward_model.py`). A DPO run's held-out pairs are also ranked by the tuned model's
+    implicit reward (`preference.py`) whenever the tuned rung is evaluated, or when
+    `preference` asks for it alone.
     """
     import torch
 
@@ -375,6 +384,16 @@ def evaluate_run(
     from tuneloop.train.loop import resolve_precision
 
     recipe = load_recipe(run.recipe_path)
+    if recipe.train.objective == "reward":  # a reward model ranks pairs; it writes no answers
+        from tuneloop.evaluate.reward_model import rank_heldout_pairs
+
+        trained_output(run, recipe)
+        results = {}
+        for rung, summary, items in rank_heldout_pairs(run, recipe):
+            save_result(run, RungResult(rung, summary, items))
+            results[rung] = summary
+        log_evaluations(run, recipe, results)
+        return results
     specs = [rung_of(r, recipe) for r in rungs]  # an unknown rung is refused before any work
     check_trackers(recipe)
     preference = recipe.train.objective == "dpo" and (preference or "tuned" in rungs)

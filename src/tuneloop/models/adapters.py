@@ -132,7 +132,9 @@ def load_base(source, cfg: TrainConfig, precision: str, trust_remote_code: bool 
 
 
 def apply_method(model, cfg: TrainConfig, tokenizer_path: str | Path | None = None):
-    """Make exactly the method's weights trainable; adapter methods return a PEFT model."""
+    """Make exactly the method's weights trainable; adapter methods return a PEFT model (for a
+    reward model, PEFT's sequence-classification task, which trains and saves the score head
+    beside the adapter)."""
     if cfg.method == "full":
         for p in model.parameters():
             p.requires_grad_(True)
@@ -188,6 +190,8 @@ def peft_config(cfg: TrainConfig, tokenizer_path: str | Path | None = None):
     """The PEFT config of an adapter method."""
     import peft
 
+    task = "SEQ_CLS" if cfg.objective == "reward" else "CAUSAL_LM"
+
     if cfg.method in ("lora", "qlora", "dora"):
         return peft.LoraConfig(
             r=cfg.lora.r,
@@ -195,17 +199,17 @@ def peft_config(cfg: TrainConfig, tokenizer_path: str | Path | None = None):
             lora_dropout=cfg.lora.dropout,
             target_modules=list(cfg.lora.target_modules),
             use_dora=cfg.method == "dora",
-            task_type="CAUSAL_LM",
+            task_type=task,
         )
     if cfg.method == "ia3":
         return peft.IA3Config(
             target_modules=list(cfg.ia3.target_modules),
             feedforward_modules=list(cfg.ia3.feedforward_modules),
-            task_type="CAUSAL_LM",
+            task_type=task,
         )
     if cfg.method == "prefix":
         return peft.PrefixTuningConfig(
-            num_virtual_tokens=cfg.prefix.num_virtual_tokens, task_type="CAUSAL_LM"
+            num_virtual_tokens=cfg.prefix.num_virtual_tokens, task_type=task
         )
     if cfg.method == "prompt":
         text = cfg.prompt.init_text
@@ -214,7 +218,7 @@ def peft_config(cfg: TrainConfig, tokenizer_path: str | Path | None = None):
             prompt_tuning_init="TEXT" if text else "RANDOM",
             prompt_tuning_init_text=text,
             tokenizer_name_or_path=str(tokenizer_path) if text else None,
-            task_type="CAUSAL_LM",
+            task_type=task,
         )
     raise ValueError(f"no PEFT config for method {cfg.method!r}")
 

@@ -1,11 +1,14 @@
 """The one training loop every objective shares: accumulation, clipping, schedule, logging,
 evaluation every N steps, early stopping, checkpoints and resume, on one process or several.
 
-Objectives (SFT, DPO, distillation) pass a `loss_fn(model, batch) -> (summed loss, scalars)` and
-their batches. The loop reads only two things from a batch: `n`, the number of loss terms in it
-(supervised tokens for SFT, pairs for DPO), which normalises the loss over the whole accumulated
-step (and over all processes); `input_ids`, to count tokens; and an optional `weight` (0 for
-the stand-in batch of a process that has no example in a short last batch).
+Objectives (SFT, DPO, distillation, reward models, GRPO) pass a
+`loss_fn(model, batch) -> (summed loss, scalars)` and their batches. The loop reads only two
+things from a batch: `n`, the number of loss terms in it (supervised tokens for SFT, pairs for
+DPO, completion tokens for GRPO), which normalises the loss over the whole accumulated step
+(and over all processes); `input_ids`, to count tokens; and an optional `weight` (0 for the
+stand-in batch of a process that has no example in a short last batch). GRPO also passes a
+`rollout`, which samples and grades each micro-batch's completions before the step's first
+backward pass (so its `n` is known when the step is normalised).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
 
 # (model, batch) -> summed loss over the batch's `n` terms, and scalars to log.
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
+# (micro-batch, its index in the stream) -> the batch the loss trains on (GRPO's sampling)
+Rollout = Callable[[dict, int], dict]
 
 
 class MicroBatches:
@@ -160,6 +165,7 @@ def run_loop(
     dist: Distributed | None = None,
     step_module: torch.nn.Module | None = None,
     trackers: Trackers | None = None,
+    rollout: Rollout | None = None,
 ) -> LoopState:
     """Run optimizer steps `state.step .. cfg.total_steps - 1`; return the final state.
 
@@ -169,6 +175,9 @@ def run_loop(
     `evaluate()` gives the held-out loss; early stopping ends the run after `patience`
     evaluations without improvement, and `restore_best` ends it with the best weights.
     Every line logged to metrics.jsonl also goes to `trackers` (TensorBoard, MLflow).
+    An objective that learns from the model's own samples (GRPO) passes `rollout`, which turns
+    each micro-batch (and its index in the stream, its sampling seed) into the rows to train
+    on, with the weights as they are at the start of the step.
     """
     from tqdm.auto import tqdm
 
@@ -189,9 +198,11 @@ def run_loop(
     while state.step < cfg.total_steps and not state.stopped_early:
         t0 = time.perf_counter()
         step = state.step
-        micro = [
-            _to(batches.batch(step * cfg.grad_accum + k), device) for k in range(cfg.grad_accum)
-        ]
+        indices = [step * cfg.grad_accum + k for k in range(cfg.grad_accum)]
+        micro = [batches.batch(i) for i in indices]
+        if rollout is not None:  # every micro-batch sampled before the first backward pass
+            micro = [rollout(b, i) for b, i in zip(micro, indices, strict=True)]
+        micro = [_to(b, device) for b in micro]
         local = [
             sum(int(b["n"]) for b in micro),
             sum(b["input_ids"].numel() for b in micro),

@@ -5,7 +5,7 @@
 
 Every check a user's mistake can fail runs before the first weight loads (the packing probe,
 which needs the model, runs before the run folder appears). Objectives own their data and loss
-(`sft.py`, `dpo.py`, `distill.py`); the method decides which weights train
+(`sft.py`, `dpo.py`, `distill.py`, `reward.py`, `grpo.py`); the method decides which weights train
 (`models/adapters.py`); the loop is shared (`loop.py`).
 """
 
@@ -36,7 +36,7 @@ from tuneloop.models.adapters import (
 from tuneloop.models.load import load_tokenizer, resolve, weights_hash
 from tuneloop.models.precision import resolve_precision
 from tuneloop.track import Trackers, check_trackers
-from tuneloop.train import distill, distributed, dpo, sft
+from tuneloop.train import distill, distributed, dpo, grpo, reward, sft
 from tuneloop.train.checkpoint import LoopState
 from tuneloop.train.forward import (
     check_packing_isolates,
@@ -59,7 +59,9 @@ from tuneloop.workspace import Run, new_run
 
 # Each objective's `prepare` and `make_loss` (`train/objective.py`); they never import this
 # module, so imports run one way: session -> objectives -> loop, forward, batching.
-OBJECTIVES = {"sft": sft, "dpo": dpo, "distill": distill}
+OBJECTIVES = {"sft": sft, "dpo": dpo, "distill": distill, "reward": reward, "grpo": grpo}
+# The objectives that learn from preference pairs; the others from chat examples.
+PAIRWISE = ("dpo", "reward")
 
 
 def prepare(recipe: Recipe):
@@ -86,13 +88,14 @@ def check_data_fits_objective(recipe: Recipe) -> None:
 
     objective = recipe.train.objective
     for path in filter(None, (recipe.data.train, recipe.data.heldout)):
-        if objective != "dpo" and looks_like_preferences(path):
+        if objective not in PAIRWISE and looks_like_preferences(path):
             raise UserError(
                 f"{path} holds preference pairs (chosen/rejected), which objective "
                 f"`{objective}` cannot learn from",
                 "train.objective",
-                "set `train.objective: dpo` to train on preferences, or give supervised "
-                "examples (messages, alpaca, sharegpt, prompt/completion)",
+                "set `train.objective: dpo` (or `reward`, for a reward model) to train on "
+                "preferences, or give supervised examples (messages, alpaca, sharegpt, "
+                "prompt/completion)",
             )
 
 
@@ -117,7 +120,11 @@ def train(
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
 
     torch.manual_seed(cfg.seed)  # adapter weights (LoRA's A, prompts) are drawn here
-    model = load_base(source, cfg, precision, recipe.model.trust_remote_code)
+    if cfg.objective == "reward":  # a score head on the base, not the language-model head
+        model = reward.load_reward_base(source, recipe.model.trust_remote_code,
+                                        tokenizer.pad_token_id)  # fmt: skip
+    else:
+        model = load_base(source, cfg, precision, recipe.model.trust_remote_code)
     if cfg.gradient_checkpointing:
         enable_checkpointing(model)
     model = apply_method(model, cfg, source.path)
@@ -169,7 +176,7 @@ def train(
         if no_heldout_loss and no_heldout_loss not in notes:
             run.update(notes=[*notes, no_heldout_loss])
 
-    frozen = getattr(loss_fn, "frozen_models", [])  # a DPO reference copy, a teacher
+    frozen = getattr(loss_fn, "frozen_models", [])  # a DPO/GRPO reference copy, a teacher
     sequences = batch_size * data.sequences_per_item  # in a micro-batch; a shared prefix
     shared = (sequences - 1) * data.shared_prefix if sequences > 1 else 0  # runs once of them
     memory = estimate_memory(model, cfg, batch_size, data.lengths, precision, frozen, shared)
@@ -230,7 +237,7 @@ def train(
         state = run_loop(
             model, optimizer, scheduler, batches, loss_fn, loop_cfg, state, run.checkpoints, log,
             device, progress, evaluate=evaluate, dist=dist, step_module=step_module,
-            trackers=trackers,
+            trackers=trackers, rollout=getattr(loss_fn, "rollout", None),
         )  # fmt: skip
         loop_seconds = time.perf_counter() - started
 
