@@ -66,7 +66,8 @@ def adapters(tmp_path_factory, tiny_tokenizer, tiny_model_dir) -> dict[str, Path
 
 def engine_for(model_dir: Path, adapters: dict[str, Path], **options) -> Engine:
     specs = [parse_adapter_arg(f"{name}={path}") for name, path in adapters.items()]
-    engine = Engine.load(str(model_dir), specs, ServeOptions(precision="fp32", **options))
+    options = {"precision": "fp32", **options}
+    engine = Engine.load(str(model_dir), specs, ServeOptions(**options))
     engine.start()
     return engine
 
@@ -186,3 +187,19 @@ def test_adapters_the_server_cannot_serve_are_refused(tmp_path, tiny_tokenizer, 
         parse_adapter_arg(f"__base__={other}")
     with pytest.raises(UserError, match="no run"):
         parse_adapter_arg(str(tmp_path / "missing"), workspace=tmp_path)
+
+
+def test_bf16_weights_give_the_answers_of_bf16_autocast(tiny_model_dir, adapters):
+    """Under bf16 the base's linear weights are stored in bf16 once (the operand autocast
+    would make of them at every step): the answers are those of float32 weights under
+    autocast, as eval computes them."""
+    cases = [(m, p) for p in PROMPTS for m in ("alpha", "__base__")]
+    answers = []
+    for stored in (False, True):
+        engine = engine_for(tiny_model_dir, {"alpha": adapters["alpha"]}, precision="bf16",
+                            bf16_weights=stored)  # fmt: skip
+        try:
+            answers.append(run_together(engine, cases))
+        finally:
+            engine.stop()
+    assert answers[0] == answers[1]

@@ -15,6 +15,10 @@ to its, and stacked under the others. A finished or cancelled row leaves at once
 is dropped, and so are the leading columns no remaining row uses. So a short answer never waits
 for a long one, and a new request never waits for a batch to end.
 
+With `hold` (the static design kept for the benchmark, `ServeOptions(batching="static")`), rows
+stay until the last one ends and are computed all along, as `model.generate` computes finished
+rows of a batch as padding.
+
 The model is called through `forward(names, **inputs)` (the engine's: it applies each row's
 PEFT adapter, `names[i]` for row i) and answers `transformers`' `CausalLMOutputWithPast`;
 `model()` is the model now in use (for its embeddings and config).
@@ -34,8 +38,11 @@ Forward = Callable[..., object]  # forward(names, **model_inputs) -> output with
 
 
 class RunningBatch:
-    def __init__(self, forward: Forward, model: Callable[[], object], pad_id: int):
+    def __init__(
+        self, forward: Forward, model: Callable[[], object], pad_id: int, hold: bool = False
+    ):
         self.forward, self.model = forward, model
+        self.hold = hold  # static batching: finished rows keep their place until all end
         self.pad_id = pad_id
         self.jobs: list[Job] = []
         self.cache = None  # transformers DynamicCache, (B, heads, L, head_dim) per layer
@@ -90,7 +97,7 @@ class RunningBatch:
     def drop_finished(self) -> None:
         """Remove finished and cancelled rows, and the columns no row uses any more."""
         keep = [i for i, job in enumerate(self.jobs) if not job.done]
-        if len(keep) == len(self.jobs):
+        if len(keep) == len(self.jobs) or (self.hold and keep):
             return
         self.jobs = [self.jobs[i] for i in keep]
         if not keep:

@@ -139,6 +139,13 @@ class Engine:
         specs = {a.name: a for a in adapters}
         options = options or ServeOptions()
         precision = resolve_precision(options.precision, model.device)
+        if precision == "bf16" and options.bf16_weights:
+            # Under bf16 autocast every matrix product rounds a float32 weight to bf16 anew;
+            # stored in bf16 once, the operand is the same and the per-step cast is gone.
+            from tuneloop.models.adapters import store_frozen_in_bf16
+
+            model.requires_grad_(False)
+            store_frozen_in_bf16(model, "lora")
         own = {a.name: _own_model(a, base, precision, model.device) for a in adapters
                if a.own_model}  # fmt: skip
         return cls(model, tokenizer, specs, tokenizers, options, base_name=base, own=own)
@@ -452,8 +459,9 @@ class Engine:
             for key in admitted:
                 if key not in self._lanes:
                     self._lanes[key] = RunningBatch(
-                        self._forward_for(key), self._model_for(key), self.pad_id
-                    )
+                        self._forward_for(key), self._model_for(key), self.pad_id,
+                        hold=self.options.batching == "static",
+                    )  # fmt: skip
             if admitted:
                 needed = self._pinned() | {
                     j.adapter for js in admitted.values() for j in js if self._pooled(j)
@@ -511,8 +519,9 @@ class Engine:
         """The waiting jobs that join a running batch now, oldest first, by lane: as many as
         the batch has room for, within the adapter cache (adapters of running rows stay) and
         `max_prefill_tokens` of prompt per batch. With `batching="static"` a batch is formed
-        only when none is running, and runs to its end (the design before continuous
-        batching, kept for the benchmark)."""
+        only when none is running, and runs until its last row ends, finished rows computed
+        along (the design before continuous batching, `model.generate` on a batch, kept for the
+        benchmark)."""
         if self._unloading:
             self._release_unloaded()
         now = time.perf_counter()
@@ -521,7 +530,7 @@ class Engine:
                 job.fail(_timeout(job))
         self._pending = [j for j in self._pending if not j.done]
         static = self.options.batching == "static"
-        if not self._pending or (static and self.running()):
+        if not self._pending or (static and self._lanes):
             return {}
         pinned = self._pinned()
         first = self._lane(self._pending[0])

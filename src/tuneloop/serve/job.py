@@ -223,7 +223,8 @@ class Job:
 
 def choose_tokens(jobs: list[Job], logits: torch.Tensor) -> list[int]:
     """Each row's next token from the batch's last-position logits (B, V): one argmax for the
-    plain greedy rows, each other row by its own settings."""
+    plain greedy rows (and finished rows a static batch still carries), each other row by its
+    own settings."""
     greedy = torch.argmax(logits, dim=-1).tolist()  # (B,)
-    return [g if job.plain else job.choose(logits[row]) for row, (job, g) in
+    return [g if job.plain or job.done else job.choose(logits[row]) for row, (job, g) in
             enumerate(zip(jobs, greedy, strict=True))]  # fmt: skip

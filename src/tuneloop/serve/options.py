@@ -21,3 +21,4 @@ class ServeOptions:
     max_body_bytes: int = 1_000_000
     max_pending: int = 512  # requests waiting before new ones get 429 with Retry-After
     precision: str = "auto"  # auto | bf16 | fp32, as in the recipe's train.precision
+    bf16_weights: bool = True  # under bf16, keep the base's linear weights in bf16 (same answers)
