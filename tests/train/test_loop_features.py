@@ -251,3 +251,38 @@ def test_prefix_sharing_probe_accepts_a_model_that_matches_and_refuses_one_that_
 
     monkeypatch.setattr(forward, "shared_prefix_hidden", broken)
     assert not forward.check_prefix_sharing(tiny_model, len(tiny_tokenizer))
+
+
+def test_segment_attention_gives_the_padded_loss_and_gradients(
+    tiny_tokenizer, tiny_model, monkeypatch
+):
+    from tuneloop.train.segments import use_segment_attention
+
+    items = make_items(tiny_tokenizer, 8)
+    padded = collate(items, 2)
+    packed = collate(items, 2, packing=True, capacity=3 * max(len(i.input_ids) for i in items))
+    assert all(end - start > 0 for row in packed["segments"] for start, end in row)
+    tiny_model.train()
+    loss_a, grads_a = loss_and_grads(tiny_model, padded)
+    assert use_segment_attention(tiny_model)
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda *a, **k: calls.append(1) or sdpa(*a, **k))  # fmt: skip
+    loss_b, grads_b = loss_and_grads(tiny_model, packed)
+    # one causal SDPA per span and layer: the spans reached the attention
+    spans = sum(len(row) for row in packed["segments"])
+    assert len(calls) == spans * tiny_model.config.num_hidden_layers
+    loss_c, _ = loss_and_grads(tiny_model, padded)  # padded rows: SDPA as before
+    assert loss_b == pytest.approx(loss_a, abs=1e-5) and loss_c == pytest.approx(loss_a, abs=1e-6)
+    for name, g in grads_a.items():
+        assert torch.allclose(g, grads_b[name], atol=1e-5), name
+
+
+def test_segment_spans_follow_the_restarting_positions():
+    from tuneloop.train.segments import spans
+
+    assert spans(torch.tensor([[0, 1, 2, 0, 1, 0], [0, 1, 2, 3, 0, 1]])) == [
+        [(0, 3), (3, 5), (5, 6)],
+        [(0, 4), (4, 6)],
+    ]

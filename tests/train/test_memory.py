@@ -24,8 +24,9 @@ def test_parts_follow_the_parameters(tiny_model_dir):
     assert est.trainable_params == trainable
     assert est.weights == sum(p.numel() * 4 for p in model.parameters())
     assert (est.gradients, est.optimizer) == (4 * trainable, 8 * trainable)
-    assert est.tokens_per_micro_batch == 4 * 400  # the 90th percentile item, not the mean
-    assert est.total == est.weights + est.gradients + est.optimizer + est.activations
+    assert est.tokens_per_micro_batch == 4 * 400  # rows padded to the longest item
+    assert est.total == (est.weights + est.gradients + est.optimizer + est.activations
+                         + est.overhead)  # fmt: skip
     assert "activations" in est.table()
 
 
@@ -56,3 +57,25 @@ def test_a_shared_prefix_lowers_activations_unless_checkpointing(tiny_model_dir)
     model, cfg = model_for("lora", tiny_model_dir, gradient_checkpointing=True)
     assert (estimate_memory(model, cfg, 4, LENGTHS, "fp32", shared_tokens=900).activations
             == estimate_memory(model, cfg, 4, LENGTHS, "fp32").activations)  # fmt: skip
+
+
+def test_the_largest_micro_batch_sets_the_peak_padded_or_packed(tiny_model_dir):
+    model, cfg = model_for("lora", tiny_model_dir)
+    padded = estimate_memory(model, cfg, 4, LENGTHS, "fp32")
+    model, cfg = model_for("lora", tiny_model_dir, packing=True)
+    packed = estimate_memory(model, cfg, 4, LENGTHS, "fp32")
+    assert padded.tokens_per_micro_batch == 4 * 400
+    assert packed.tokens_per_micro_batch == 400 + 3 * 100  # the 4 longest, no padding
+    assert packed.activations < padded.activations
+    many = [(100, 10)] * 90 + [(400, 40)] * 10  # mean 130, sd 90: 4 x 130 + 2 x 2 x 90
+    assert estimate_memory(model, cfg, 4, many, "fp32").tokens_per_micro_batch == 880
+
+
+def test_overhead_is_the_loading_residue_and_a_share_of_the_activations(tiny_model_dir):
+    from tuneloop.train.memory import ALLOCATOR_SHARE, RUNTIME_BYTES
+
+    model, cfg = model_for("lora", tiny_model_dir)
+    est = estimate_memory(model, cfg, 4, LENGTHS, "fp32")
+    # the share is of the body's activations; the head's N x V blocks are returned to the OS
+    assert RUNTIME_BYTES < est.overhead < RUNTIME_BYTES + ALLOCATOR_SHARE * est.activations
+    assert "overhead" in est.table()

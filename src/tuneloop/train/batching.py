@@ -8,6 +8,8 @@ shape the shared forward (`train/forward.py`) reads:
     seq_index   (B, T)  which of the given sequences each token belongs to; -1 for padding
     attention_mask (B, T)   padded rows only: 1 for real tokens
     position_ids   (B, T)   packed rows only: positions restart at 0 for every sequence
+    segments       packed rows only: each row's (start, end) spans, one per sequence (and one
+                   for the padding), for the per-example attention (`train/segments.py`)
     n_seqs      how many sequences the batch holds
     n           supervised next-token targets (the loop normalises the loss by it)
     shared_prefix  padded rows only, when asked: P > 0 when every row starts with the same P
@@ -30,6 +32,7 @@ from __future__ import annotations
 import torch
 
 from tuneloop.data.templates import IGNORE_INDEX, TokenizedExample
+from tuneloop.train.segments import spans
 
 # A shorter common prefix is not worth a second pass through the model.
 MIN_SHARED_PREFIX = 16
@@ -123,4 +126,5 @@ def pack(seqs: list[TokenizedExample], pad_id: int, capacity: int) -> dict:
             at += n
         # Padding restarts its positions too, so it forms a sequence of its own.
         positions[r, at:] = torch.arange(width - at)
-    return {"input_ids": ids, "labels": labels, "position_ids": positions, "seq_index": index}
+    return {"input_ids": ids, "labels": labels, "position_ids": positions, "seq_index": index,
+            "segments": spans(positions)}  # fmt: skip

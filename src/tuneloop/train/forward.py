@@ -52,6 +52,8 @@ def model_inputs(batch: dict) -> dict:
     inputs = {"input_ids": batch["input_ids"], "use_cache": False}
     if "position_ids" in batch:
         inputs["position_ids"] = batch["position_ids"]
+        if "segments" in batch:  # read by the per-example attention only (train/segments.py)
+            inputs["segments"] = batch["segments"]
     else:
         inputs["attention_mask"] = batch["attention_mask"]
     return inputs

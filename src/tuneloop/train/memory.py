@@ -15,18 +15,40 @@
         the backward pass: 2 bytes per weight of the layers (none where the frozen weights are
         stored in bf16, see `models.adapters.store_frozen_in_bf16`).
         Gradient checkpointing keeps only each layer's input (H values, float32) plus one
-        layer's full set, recomputed in the backward pass. The LM head adds the logits at the
-        supervised positions: 3 float32 copies of N x V (logits, log-softmax, its gradient).
+        layer's full set, recomputed in the backward pass. Under bf16 autocast, full
+        fine-tuning keeps the bf16 copy of every trained matrix for the backward pass too. The
+        LM head adds the logits at the supervised positions: 3 float32 copies of N x V
+        (logits, log-softmax, its gradient), N a large sum of B examples' answer tokens (as
+        for packed rows below).
 
-The estimate is a planning number: allocator caching and the framework's own footprint come
-on top (`bench/memory_estimate.py` compares it with the measured peak).
+        The micro-batch is the largest one the data make: padded rows, `batch_size` rows as
+        long as the longest example (the batch that holds it is padded to it); packed rows,
+        `batch_size` examples two standard deviations above the mean in total (B x mean +
+        2 sqrt(B) x sd, at most the B longest): the peak is the largest batch's.
+    overhead     what the process holds beyond those, measured on this stack (torch 2.13,
+                 transformers 5, glibc's allocator; `bench/memory_estimate.py`):
+
+        0.2 GiB   what loading a model leaves behind beyond its weights (the same at 135M and
+                  360M parameters); QLoRA adds the float32 matrices it read before quantizing,
+                  which the allocator keeps
+        37%       of the transformer body's activations: the backward pass's temporaries and
+                  the freed blocks the allocator keeps from one step to the next (measured
+                  36-39% at 1k and 4k tokens per micro-batch); not of the LM head's N x V
+                  buffers, single large blocks that malloc returns to the system
+
+Python and its libraries (torch, transformers, peft, tuneloop: about 0.43 GiB resident after
+import) are not counted; `bench/memory_estimate.py` compares the estimate with the peak beyond
+them.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 GIB = 1024**3
+RUNTIME_BYTES = int(0.2 * GIB)  # left behind by loading a model, beyond its weights
+ALLOCATOR_SHARE = 0.37  # of the activations: backward temporaries, blocks kept between steps
 
 
 @dataclass
@@ -35,13 +57,14 @@ class MemoryEstimate:
     gradients: int
     optimizer: int
     activations: int
+    overhead: int
     trainable_params: int
     total_params: int
     tokens_per_micro_batch: int
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations
+        return self.weights + self.gradients + self.optimizer + self.activations + self.overhead
 
     def as_dict(self) -> dict:
         return {**asdict(self), "total": self.total}
@@ -49,13 +72,14 @@ class MemoryEstimate:
     def table(self) -> str:
         """Plain text, one component a line.
 
-        >>> print(MemoryEstimate(2**30, 2**20, 2**21, 2**29, 2**18, 2**28, 512).table())
+        >>> print(MemoryEstimate(2**30, 2**20, 2**21, 2**29, 2**28, 2**18, 2**28, 512).table())
         memory estimate (trainable 262,144 of 268,435,456 parameters, 0.10%)
           weights        1.00 GiB
           gradients      0.00 GiB
           optimizer      0.00 GiB
-          activations    0.50 GiB   (512 tokens per micro-batch)
-          total          1.50 GiB
+          activations    0.50 GiB   (512 tokens in the largest micro-batch)
+          overhead       0.25 GiB   (allocator, loading; not Python and its libraries)
+          total          1.75 GiB
         """
         share = self.trainable_params / max(self.total_params, 1)
         rows = [
@@ -65,7 +89,9 @@ class MemoryEstimate:
             f"  gradients    {self.gradients / GIB:6.2f} GiB",
             f"  optimizer    {self.optimizer / GIB:6.2f} GiB",
             f"  activations  {self.activations / GIB:6.2f} GiB   "
-            f"({self.tokens_per_micro_batch:,} tokens per micro-batch)",
+            f"({self.tokens_per_micro_batch:,} tokens in the largest micro-batch)",
+            f"  overhead     {self.overhead / GIB:6.2f} GiB   "
+            "(allocator, loading; not Python and its libraries)",
             f"  total        {self.total / GIB:6.2f} GiB",
         ]
         return "\n".join(rows)
@@ -80,12 +106,10 @@ def estimate_memory(
     frozen: list | None = None,
     shared_tokens: int = 0,
 ) -> MemoryEstimate:
-    """Estimate for `model` (method applied) training on items of (tokens, supervised) sizes.
-
-    A micro-batch is taken as `batch_size` items of the 90th-percentile size, so that most
-    steps fit in the estimate, not the average one. `shared_tokens`: tokens of such a batch
-    that a shared prompt prefix takes out of the transformer body (they run once, not once
-    per sequence; `train/forward.py`).
+    """Estimate of the peak for `model` (method applied) training on items of (tokens,
+    supervised) sizes, with the largest micro-batch the data make (see the module's
+    docstring). `shared_tokens`: tokens of such a batch that a shared prompt prefix takes out
+    of the transformer body (they run once, not once per sequence; `train/forward.py`).
     """
     params = list({id(p): p for p in model.parameters()}.values())  # tied weights once
     weights = sum(_bytes(p) for p in params)
@@ -93,23 +117,34 @@ def estimate_memory(
     trainable = sum(p.numel() for p in params if p.requires_grad)
     total = sum(_numel(p) for p in params)
 
-    tokens = batch_size * _quantile([t for t, _ in lengths], 0.9)
-    supervised = batch_size * _quantile([s for _, s in lengths], 0.9)
+    longest = sorted((t for t, _ in lengths), reverse=True)
+    if getattr(cfg, "packing", False) and longest:  # no padding: a large sum of B examples
+        tokens = _large_sum(longest, batch_size)
+    else:
+        tokens = batch_size * (longest[0] if longest else 0)  # padded to the longest
+    supervised = _large_sum([s for _, s in lengths], batch_size)
     if getattr(cfg, "gradient_checkpointing", False):
         shared_tokens = 0  # the shared pass is off under checkpointing
-    activations = _activation_bytes(model, cfg, tokens - shared_tokens, supervised, precision)
+    body, head = _activation_bytes(model, cfg, tokens - shared_tokens, supervised, precision)
+    activations = body + head
+    # the head's N x V buffers are single large blocks, which malloc returns to the system
+    overhead = RUNTIME_BYTES + int(ALLOCATOR_SHARE * body)
+    if cfg.method == "qlora":  # the float32 matrices read before quantizing, kept by malloc
+        overhead += 4 * sum(_numel(p) for p in params if getattr(p, "quant_state", None))
     return MemoryEstimate(
         weights=weights,
         gradients=4 * trainable,
         optimizer=(8 if getattr(cfg, "optimizer", "adamw") == "adamw" else 0) * trainable,
         activations=activations,
+        overhead=overhead,
         trainable_params=trainable,
         total_params=total,
         tokens_per_micro_batch=tokens,
     )
 
 
-def _activation_bytes(model, cfg, tokens: int, supervised: int, precision: str) -> int:
+def _activation_bytes(model, cfg, tokens: int, supervised: int, precision: str) -> tuple[int, int]:
+    """(transformer body, LM head) bytes kept for the backward pass."""
     config = getattr(model, "config", None)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(base, "config", config)
@@ -122,7 +157,7 @@ def _activation_bytes(model, cfg, tokens: int, supervised: int, precision: str) 
     vocab = getattr(config, "vocab_size", 0)
     per_value = 4.0 if precision == "fp32" else 2.5
     per_layer = tokens * (11 * hidden + 4 * width + 3 * kv // 2) * per_value
-    if precision == "bf16" and _frozen_linears_float32(base):
+    if precision == "bf16" and (_frozen_linears_float32(base) or cfg.method == "full"):
         # the bf16 weight copies autocast keeps for the backward pass
         per_layer += 2 * (2 * hidden * hidden + 2 * hidden * kv // 2 + 3 * hidden * width)
     if getattr(cfg, "gradient_checkpointing", False):
@@ -132,7 +167,7 @@ def _activation_bytes(model, cfg, tokens: int, supervised: int, precision: str) 
     if cfg.method in ("prefix", "prompt"):  # full logits through PEFT's forward
         supervised = tokens
     head = 3 * supervised * vocab * 4
-    return int(body + head)
+    return int(body), int(head)
 
 
 def _frozen_linears_float32(model) -> bool:
@@ -160,8 +195,11 @@ def _numel(p) -> int:
     return p.numel()
 
 
-def _quantile(values: list[int], q: float) -> int:
+def _large_sum(values: list[int], n: int) -> int:
+    """A sum of `n` of the values that few batches exceed: n x mean + 2 sqrt(n) x sd (two
+    standard deviations of a sum of n random draws), at most the n largest values."""
     if not values:
         return 0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    mean = sum(values) / len(values)
+    sd = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+    return min(sum(sorted(values, reverse=True)[:n]), math.ceil(n * mean + 2 * n**0.5 * sd))

@@ -55,6 +55,7 @@ from tuneloop.train.loop import (
 from tuneloop.train.memory import estimate_memory
 from tuneloop.train.objective import ObjectiveData
 from tuneloop.train.schedule import make_scheduler
+from tuneloop.train.segments import use_segment_attention
 from tuneloop.workspace import Run, new_run
 
 # Each objective's `prepare` and `make_loss` (`train/objective.py`); they never import this
@@ -137,6 +138,8 @@ def train(
             "train.packing",
             "set `train.packing: false` for this model",
         )
+    if cfg.packing:  # each packed example attends to itself alone: no (T, T) mask per row
+        use_segment_attention(model)
     if (cfg.share_prefix and not cfg.packing and not is_prompt_learning(model)
             and not check_prefix_sharing(model, len(tokenizer))):  # fmt: skip
         say("train.share_prefix: this model does not give the same hidden states through a "
