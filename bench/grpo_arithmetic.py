@@ -13,7 +13,8 @@ GRPO (LoRA, group 8, 3 prompts a step) trains on 400 prompts (108 facts in four 
 the gate then scores the base model zero-shot and the tuned model on 200 held-out prompts (the
 other 54 facts, never seen in training in any wording) with the same grader, paired, and
 prints its verdict. Writes bench/results/grpo_arithmetic.json: the recipe, steps, seconds, the
-reward curve (mean reward and KL per step) and the gate's numbers.
+reward curve (mean reward and KL per step) and the gate's numbers; and the curve as
+docs/images/grpo_arithmetic.png.
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ import argparse
 import json
 import random
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench" / "evaluation"))
-from common import gate, write_jsonl, write_recipe  # noqa: E402
+from common import train_and_gate, write_jsonl, write_recipe  # noqa: E402
 
 GRADER = {"regex": r"-?\d+", "compare": "reference", "name": "answer"}
 
@@ -54,6 +54,30 @@ def arithmetic(facts: list[tuple[int, int, str]]) -> list[dict]:
     return rows
 
 
+def plot_curve(curve: list[dict], base: float, tuned: float, path: Path) -> None:
+    """Mean reward and KL per step, with the held-out scores of the base and the tuned model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [c["step"] for c in curve]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 4.5), sharex=True)
+    top.plot(steps, [c["reward"] for c in curve], marker="o", ms=3, label="mean reward (train)")
+    top.axhline(base, color="grey", ls="--", label=f"held-out, base {base:.1%}")
+    top.axhline(tuned, color="green", ls="--", label=f"held-out, tuned {tuned:.1%}")
+    top.set_ylim(0, 1.05)
+    top.set_ylabel("reward")
+    top.legend(loc="lower right", fontsize=8)
+    bottom.plot(steps, [c["kl"] for c in curve], color="tab:red", marker="o", ms=3)
+    bottom.set_ylabel("KL to base")
+    bottom.set_xlabel("step (3 prompts x 8 completions)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/tl-bench/grpo"))
@@ -62,8 +86,6 @@ def main() -> int:
     args = parser.parse_args()
 
     from tuneloop.cli.common import quiet_libraries
-    from tuneloop.config import load_recipe
-    from tuneloop.train.session import train
 
     quiet_libraries()
     # 162 facts; a third held out, so no held-out fact is in training in any wording.
@@ -111,35 +133,15 @@ def main() -> int:
         "gate": {"rungs": ["zero-shot"], "margin": 0.0},
     }
     path = write_recipe(args.work, recipe)
-    started = time.perf_counter()
-    run = train(load_recipe(path), progress=False)
-    train_s = round(time.perf_counter() - started, 1)
+    run, report, results = train_and_gate(path, recipe, "bench/grpo_arithmetic.py", sys.argv[1:])
     keys = ("step", "reward", "reward_std", "kl", "completion_length", "clip_fraction", "loss")
     records = [json.loads(x) for x in run.metrics_path.read_text().splitlines()]
-    curve = [{k: r[k] for k in keys} for r in records]
-    report, gate_s = gate(run)
-    tuned = json.loads((run.eval_dir / "tuned.json").read_text())
-    base = json.loads((run.eval_dir / "zero-shot.json").read_text())
-    results = {
-        "command": "python bench/grpo_arithmetic.py " + " ".join(sys.argv[1:]),
-        "recipe": recipe,
-        "run": run.id,
-        "train_seconds": train_s,
-        "gate_seconds": gate_s,
-        "hardware": json.loads((run.path / "run.json").read_text()).get("hardware"),
-        "heldout": {
-            "n": tuned["n"],
-            "base": base["answer"],
-            "tuned": tuned["answer"],
-            "base_ci": base["ci"]["answer"],
-            "tuned_ci": tuned["ci"]["answer"],
-        },  # fmt: skip
-        "gate": json.loads((run.path / "gate.json").read_text()),
-        "curve": curve,
-    }
+    results["curve"] = curve = [{k: r[k] for k in keys} for r in records]
     out = REPO / "bench" / "results" / "grpo_arithmetic.json"
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(f"train {train_s}s, gate {gate_s}s; results: {out}")
+    figure = REPO / "docs" / "images" / "grpo_arithmetic.png"
+    plot_curve(curve, results["heldout"]["base"], results["heldout"]["tuned"], figure)
+    print(f"results: {out}, {figure}")
     return 0 if report.passed else 1
 
 

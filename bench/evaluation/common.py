@@ -46,6 +46,35 @@ def gate(run):
     return report, seconds
 
 
+def train_and_gate(path: Path, recipe: dict, script: str, argv: list[str]) -> tuple:
+    """Train the recipe file, gate the run against zero-shot; (run, gate report, the results
+    every such demonstration saves: command, recipe, seconds, hardware, held-out scores, gate)."""
+    run, train_s = train_recipe(path)
+    report, gate_s = gate(run)
+    tuned = json.loads((run.eval_dir / "tuned.json").read_text())
+    base = json.loads((run.eval_dir / "zero-shot.json").read_text())
+    metric = tuned["metric"]
+    results = {
+        "command": f"python {script} " + " ".join(argv),
+        "recipe": recipe,
+        "run": run.id,
+        "train_seconds": train_s,
+        "gate_seconds": gate_s,
+        "hardware": json.loads((run.path / "run.json").read_text()).get("hardware"),
+        "heldout": {
+            "n": tuned["n"],
+            "metric": metric,
+            "base": base[metric],
+            "tuned": tuned[metric],
+            "base_ci": base["ci"][metric],
+            "tuned_ci": tuned["ci"][metric],
+        },
+        "gate": json.loads((run.path / "gate.json").read_text()),
+    }
+    print(f"train {train_s}s, gate {gate_s}s", flush=True)
+    return run, report, results
+
+
 def save_results(name: str, results: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -210,3 +210,32 @@ def test_a_grpo_run_is_evaluated_with_its_grader_gated_and_reported(tmp_path, ti
         )
     gate = json.loads((run.path / "gate.json").read_text())
     assert "graded" in json.dumps(next(c for c in gate["conditions"] if c["name"] == "task"))
+
+
+def test_a_reward_run_is_gated_on_its_ranking_and_says_the_probes_do_not_apply(
+    tmp_path, tiny_model_dir
+):
+    """A reward model writes no answers: its gate is its held-out pair accuracy against the base
+    model's ranking and above chance; the probes are named as not tested, in the output, in
+    gate.json and in the report."""
+    rows = [
+        {"prompt": f"please help with message {i} about my plan",
+         "chosen": "cancel_subscription", "rejected": "refund_request please go away"}
+        for i in range(40)
+    ]  # fmt: skip
+    run = train_tiny(tmp_path, tiny_model_dir, "reward", rows, max_steps=12)
+    ws = str(run.path.parents[1])
+    code, out, err = tuneloop("gate", run.id, "--workspace", ws, "--quiet")
+    assert code in (0, 1), out + err
+    gate = json.loads((run.path / "gate.json").read_text())
+    names = [c["name"] for c in gate["conditions"]]
+    assert names == ["task", "chance"]
+    assert gate["metric"] == "pair_accuracy" and gate["conditions"][0]["numbers"]["best_rung"] == (
+        "zero-shot"
+    )
+    assert "not applicable" in gate["notes"][0] and "not tested:" in out
+    assert gate["passed"] == (code == 0) == all(c["passed"] for c in gate["conditions"])
+    assert not (run.eval_dir / "probes").exists()  # nothing was asked to answer probes
+    code, out, err = tuneloop("report", run.id, "--workspace", ws)
+    assert code == 0, out + err
+    assert "not applicable" in (run.path / "report.html").read_text()

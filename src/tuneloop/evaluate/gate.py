@@ -26,6 +26,10 @@ The gap between the tuned model's scores on its training items and on held-out i
 reported too (overfitting), and so are the quality, latency and cost per 1,000 requests of
 every rung and of the tuned model (`cost.py`), but they do not decide. Missing evaluations are
 run first; the verdict is saved as `gate.json` in the run folder.
+
+A reward model (`train.objective: reward`) writes no answers, so its gate is a ranking one
+(`reward_conditions`): its held-out pair accuracy against the base model's own ranking, and
+above chance. The probes do not apply to it, and the report says so.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class GateReport:
     overfit: dict | None = None
     preference: dict | None = None
     costs: dict[str, dict] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what was not tested, and why
 
     def to_dict(self) -> dict:
         """The report as saved: `reasons` holds each condition as one line (failures first)."""
@@ -180,6 +185,30 @@ def task_condition(
     if t.status == "fail" or (t.status == "inconclusive" and t.items_needed is None):
         condition.sentence += " Prompting is as good: the tuned model does not pay (gate.margin)."
     return condition, per_rung
+
+
+def reward_conditions(
+    base: list[dict], tuned: list[dict], gate: GateConfig, confidence: float, n_boot: int, seed: int
+) -> tuple[list[Condition], dict]:
+    """A reward model's gate: its held-out pair accuracy against the base model's ranking
+    (log p(chosen) > log p(rejected)) above `gate.margin`, and above chance (0.5)."""
+    task, per_rung = task_condition(
+        {"zero-shot": base}, tuned, "pair_accuracy", gate, confidence, n_boot, seed
+    )
+    correct = [i["scores"]["pair_accuracy"] for i in tuned]
+    t = paired_test([0.5] * len(correct), correct, 0.0, confidence, n_boot, seed, gate.power)
+    detail = (
+        f"the reward model ranks chosen above rejected in {_pct(sum(correct) / len(correct))} "
+        f"of {len(correct)} held-out pairs; above chance (50%)"
+    )
+    return [task, verdict("chance", t, detail, gate, {})], per_rung
+
+
+REWARD_NOTE = (
+    "general, safety and over-refusal probes: not applicable, a reward model scores answers and "
+    "writes none; gate the model trained with it (train.objective: grpo with task.metric: "
+    "{reward_model: <this run>})."
+)
 
 
 def match_condition(
@@ -352,10 +381,20 @@ def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport
     check_trackers(recipe)
     gate, ev = recipe.gate, recipe.eval
     suites = probe_suites(recipe)
+    reward = recipe.train.objective == "reward"
+    if reward and gate.match:
+        raise UserError(
+            f"gate.match ({gate.match.rung}) compares answers, and a reward model writes none",
+            str(run.recipe_path),
+            "remove gate.match: a reward run is gated on its held-out pair ranking",
+        )
     rungs, probe_models, train_gap = needed(run, gate, suites)
     if fresh:
         rungs, probe_models, train_gap = (*gated_rungs(gate), "tuned"), ("base", "tuned"), True
     train_gap = train_gap and ev.train_sample > 0
+    if reward:  # ranked pairs only (reward_model.py ranks both rungs at once), no probes
+        missing = fresh or not (run.eval_dir / "tuned.jsonl").is_file()
+        rungs, probe_models, train_gap = ("tuned",) if missing else (), (), False
     preference = recipe.train.objective == "dpo" and (fresh or load_preference(run) is None)
     if rungs or probe_models or train_gap or preference:
         evaluate_run(
@@ -364,7 +403,8 @@ def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport
 
     tuned = load_items(run.eval_dir / "tuned.jsonl")
     metric = json.loads((run.eval_dir / "tuned.json").read_text())["metric"]
-    ladder = {r: load_items(run.eval_dir / f"{r}.jsonl") for r in gated_rungs(gate)}
+    ladder_rungs = ["zero-shot"] if reward else gated_rungs(gate)
+    ladder = {r: load_items(run.eval_dir / f"{r}.jsonl") for r in ladder_rungs}
     for rung, items in ladder.items():
         if len(items) != len(tuned):
             raise UserError(
@@ -373,24 +413,28 @@ def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport
                 f"re-evaluate everything on the same items: tuneloop gate {run.id} --fresh",
             )
     stats = (ev.confidence, ev.bootstrap, ev.seed)
-    if gate.match:
-        rung = gate.match.rung
-        task, per_rung = match_condition(rung, ladder[rung], tuned, metric, gate, *stats)
+    overfit, notes = None, []
+    if reward:
+        conditions, per_rung = reward_conditions(ladder["zero-shot"], tuned, gate, *stats)
+        notes.append(REWARD_NOTE)
     else:
-        task, per_rung = task_condition(ladder, tuned, metric, gate, *stats)
-    answers = {
-        who: [
-            i for s in suites for i in load_items(run.eval_dir / "probes" / f"{who}-{s.name}.jsonl")
-        ]
-        for who in ("base", "tuned")
-    }
-    conditions = [task, *probe_conditions(answers["base"], answers["tuned"], gate, *stats)]
-    train_items_path = run.eval_dir / "train" / "tuned.jsonl"
-    overfit = (
-        overfit_gap(load_items(train_items_path), tuned, metric)
-        if train_items_path.is_file()
-        else None
-    )
+        if gate.match:
+            rung = gate.match.rung
+            task, per_rung = match_condition(rung, ladder[rung], tuned, metric, gate, *stats)
+        else:
+            task, per_rung = task_condition(ladder, tuned, metric, gate, *stats)
+        answers = {
+            who: [
+                i
+                for s in suites
+                for i in load_items(run.eval_dir / "probes" / f"{who}-{s.name}.jsonl")
+            ]
+            for who in ("base", "tuned")
+        }
+        conditions = [task, *probe_conditions(answers["base"], answers["tuned"], gate, *stats)]
+        train_items_path = run.eval_dir / "train" / "tuned.jsonl"
+        if train_items_path.is_file():
+            overfit = overfit_gap(load_items(train_items_path), tuned, metric)
     ladder_summary = {
         rung: {
             "mean": r["paired"]["mean_a"],
@@ -409,7 +453,8 @@ def run_gate(run: Run, progress: bool = True, fresh: bool = False) -> GateReport
         ladder_summary,
         overfit,
         load_preference(run),
-        rung_costs(run, [*gated_rungs(gate), *evaluated, "tuned"]),
+        rung_costs(run, [*ladder_rungs, *evaluated, "tuned"]),
+        notes,
     )
     saved = report.to_dict()
     write_json(run.path / "gate.json", saved)
@@ -459,6 +504,7 @@ def format_gate(report: GateReport) -> str:
             else (" (counts as a pass: gate.inconclusive)" if c.passed else " (counts as a fail)")
         )
         lines.append(f"  [{_label(c)}] {c.name}{counted}: {c.sentence}")
+    lines += [f"  not tested: {note}" for note in report.notes]
     if report.overfit:
         lines.append(f"  overfitting (reported, not gated): {report.overfit['note']}")
     if report.costs:

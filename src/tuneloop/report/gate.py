@@ -93,6 +93,8 @@ def gate_section(gate: dict, draw: render.Draw = render.figure) -> str:
         ]
     else:
         sentences = [html.escape(str(r)) for r in gate.get("reasons") or []]
+    notes = gate.get("notes") or []  # what the gate could not test, and why
+    sentences += [f"<b>not tested</b>: {html.escape(str(note))}" for note in notes]
     parts.append("<ul>" + "".join(f"<li>{s}</li>" for s in sentences) + "</ul>")
     overfit = (gate.get("overfit") or {}).get("note")
     if overfit:
