@@ -286,3 +286,53 @@ def test_segment_spans_follow_the_restarting_positions():
         [(0, 3), (3, 5), (5, 6)],
         [(0, 4), (4, 6)],
     ]
+
+
+def test_the_chunked_head_gives_the_log_softmax_and_its_gradient(monkeypatch):
+    """head_logprobs over several chunks equals log_softmax(h W^T)[target] in float32, value
+    and gradient; under bf16 autocast it equals head(h) in bf16 to bf16's rounding."""
+    import tuneloop.train.forward as forward
+
+    torch.manual_seed(0)
+    monkeypatch.setattr(forward, "HEAD_CHUNK_VALUES", 3 * 50)  # 3 rows a chunk, 7 rows: 3 chunks
+    weight = torch.randn(50, 16)
+    targets = torch.randint(0, 50, (7,))
+    hidden = torch.randn(7, 16, requires_grad=True)
+    upstream = torch.randn(7)  # a different weight per token, as DPO's and GRPO's losses give
+    want = torch.log_softmax(hidden @ weight.t(), dim=-1).gather(1, targets[:, None]).squeeze(1)
+    (want * upstream).sum().backward()
+    want_grad, hidden.grad = hidden.grad.clone(), None
+    got = forward.head_logprobs(hidden, weight, targets)
+    (got * upstream).sum().backward()
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, want.detach(), atol=1e-5)
+    assert torch.allclose(hidden.grad, want_grad, atol=1e-5)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        head = torch.nn.functional.linear(hidden, weight)  # bf16, as head(h) under autocast
+        plain = torch.log_softmax(head.float(), -1).gather(1, targets[:, None]).squeeze(1)
+        fused = forward.head_logprobs(hidden, weight, targets)
+    assert torch.allclose(fused, plain.detach(), atol=1e-6)  # the same bf16 product
+
+
+def test_sft_takes_the_chunked_head_where_it_is_frozen_and_loses_nothing(
+    tiny_tokenizer, tiny_model, monkeypatch
+):
+    import tuneloop.train.forward as forward
+
+    batch = collate(make_items(tiny_tokenizer, 6), 2)
+    tiny_model.train()
+    assert forward.fused_head(tiny_model) is None  # full fine-tuning trains the head: logits
+    tiny_model.get_output_embeddings().weight.requires_grad_(False)
+    assert forward.fused_head(tiny_model) is tiny_model.get_output_embeddings()
+    calls = []
+    chunked = forward.head_logprobs
+    monkeypatch.setattr(forward, "head_logprobs", lambda *a: calls.append(1) or chunked(*a))
+    loss_a, grads_a = loss_and_grads(tiny_model, batch)
+    assert calls  # the chunked head ran
+    monkeypatch.setattr(forward, "fused_head", lambda model: None)
+    loss_b, grads_b = loss_and_grads(tiny_model, batch)
+    assert loss_a == pytest.approx(loss_b, abs=1e-6)
+    assert grads_a.keys() == grads_b.keys()
+    for name, g in grads_a.items():
+        assert torch.allclose(g, grads_b[name], atol=1e-6), name

@@ -28,7 +28,7 @@ from tuneloop.data.templates import (
 )
 from tuneloop.errors import Problem, UserError
 from tuneloop.train.batching import collate, shared_prefix_length
-from tuneloop.train.forward import sequence_sums, supervised_logits, token_logprobs
+from tuneloop.train.forward import sequence_sums, supervised_logprobs
 from tuneloop.train.objective import ObjectiveData
 
 
@@ -95,8 +95,7 @@ def dpo_loss(
 
 def sequence_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed log-probability, number of scored tokens) of each sequence: (S,), (S,)."""
-    logits, targets, seq = supervised_logits(model, batch)
-    logps = token_logprobs(logits, targets)  # (N,)
+    logps, seq = supervised_logprobs(model, batch)  # (N,)
     n = batch["n_seqs"]
     return sequence_sums(logps, seq, n), sequence_sums(torch.ones_like(logps), seq, n)
 

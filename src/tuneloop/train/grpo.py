@@ -35,7 +35,7 @@ from tuneloop.models.precision import autocast
 from tuneloop.models.sampling import sample
 from tuneloop.train.batching import collate
 from tuneloop.train.dpo import disable_dropout
-from tuneloop.train.forward import supervised_logits, token_logprobs
+from tuneloop.train.forward import supervised_logprobs
 from tuneloop.train.objective import ObjectiveData
 
 # Added to the std before dividing, as TRL does: a group whose rewards are all equal has
@@ -204,8 +204,7 @@ class GrpoLoss:
         return out
 
     def __call__(self, model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        logits, targets, seq = supervised_logits(model, batch)  # (N, V), (N,), (N,)
-        logps = token_logprobs(logits, targets)  # (N,)
+        logps, seq = supervised_logprobs(model, batch)  # (N,), (N,)
         ref_logps = None
         if self.cfg.beta != 0.0:
             with torch.no_grad():
@@ -227,11 +226,9 @@ class GrpoLoss:
 
     def reference_logps(self, model, batch: dict) -> torch.Tensor:
         if self.reference is not None:
-            logits, targets, _ = supervised_logits(self.reference, batch)
-            return token_logprobs(logits, targets)
+            return supervised_logprobs(self.reference, batch)[0]
         with model.disable_adapter():  # PEFT: the base model, for this forward only
-            logits, targets, _ = supervised_logits(model, batch)
-            return token_logprobs(logits, targets)
+            return supervised_logprobs(model, batch)[0]
 
 
 def make_loss(recipe: Recipe, model, source, device) -> GrpoLoss:

@@ -19,7 +19,9 @@
         fine-tuning keeps the bf16 copy of every trained matrix for the backward pass too. The
         LM head adds the logits at the supervised positions: 3 float32 copies of N x V
         (logits, log-softmax, its gradient), N a large sum of B examples' answer tokens (as
-        for packed rows below).
+        for packed rows below); where the head runs in chunks (`train/forward.py`,
+        `head_logprobs`: SFT, DPO, GRPO with a frozen head), two float32 copies of one chunk
+        and N x H float32 gradients instead.
 
         The micro-batch is the largest one the data make: padded rows, `batch_size` rows as
         long as the longest example (the batch that holds it is padded to it); packed rows,
@@ -46,8 +48,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from tuneloop.train.forward import HEAD_CHUNK_VALUES, fused_head
+
 GIB = 1024**3
 RUNTIME_BYTES = int(0.2 * GIB)  # left behind by loading a model, beyond its weights
+CHUNKED_HEAD_OBJECTIVES = ("sft", "dpo", "grpo")  # those calling forward.supervised_logprobs
 ALLOCATOR_SHARE = 0.37  # of the activations: backward temporaries, blocks kept between steps
 
 
@@ -166,7 +171,11 @@ def _activation_bytes(model, cfg, tokens: int, supervised: int, precision: str) 
         body = layers * per_layer
     if cfg.method in ("prefix", "prompt"):  # full logits through PEFT's forward
         supervised = tokens
-    head = 3 * supervised * vocab * 4
+    if getattr(cfg, "objective", "sft") in CHUNKED_HEAD_OBJECTIVES and fused_head(model):
+        # `forward.head_logprobs`: one chunk's float32 logits and their bf16 copies at a time
+        head = 2 * min(supervised * vocab, HEAD_CHUNK_VALUES) * 4 + supervised * hidden * 4
+    else:
+        head = 3 * supervised * vocab * 4
     return int(body), int(head)
 
 

@@ -12,12 +12,11 @@ The session that drives every objective, this one included, is `train/session.py
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from tuneloop.config import Recipe
 from tuneloop.data.templates import tokenize_dataset
 from tuneloop.train.batching import collate, shared_prefix_length
-from tuneloop.train.forward import decoder_and_head, supervised_logits
+from tuneloop.train.forward import decoder_and_head, supervised_logprobs
 from tuneloop.train.objective import ObjectiveData
 
 __all__ = ["collate", "decoder_and_head", "make_loss", "prepare", "sft_loss"]
@@ -25,8 +24,8 @@ __all__ = ["collate", "decoder_and_head", "make_loss", "prepare", "sft_loss"]
 
 def sft_loss(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
     """Summed cross-entropy over the batch's supervised next-token targets."""
-    logits, targets, _ = supervised_logits(model, batch)  # (N, V), (N,)
-    return F.cross_entropy(logits.float(), targets, reduction="sum"), {}
+    logps, _ = supervised_logprobs(model, batch)  # (N,)
+    return -logps.sum(), {}
 
 
 def prepare(recipe: Recipe, tokenizer) -> ObjectiveData:
