@@ -322,15 +322,15 @@ def test_sft_takes_the_chunked_head_where_it_is_frozen_and_loses_nothing(
 
     batch = collate(make_items(tiny_tokenizer, 6), 2)
     tiny_model.train()
-    assert forward.fused_head(tiny_model) is None  # full fine-tuning trains the head: logits
+    assert forward.chunked_head(tiny_model) is None  # full fine-tuning trains the head: logits
     tiny_model.get_output_embeddings().weight.requires_grad_(False)
-    assert forward.fused_head(tiny_model) is tiny_model.get_output_embeddings()
+    assert forward.chunked_head(tiny_model) is tiny_model.get_output_embeddings()
     calls = []
     chunked = forward.head_logprobs
     monkeypatch.setattr(forward, "head_logprobs", lambda *a: calls.append(1) or chunked(*a))
     loss_a, grads_a = loss_and_grads(tiny_model, batch)
     assert calls  # the chunked head ran
-    monkeypatch.setattr(forward, "fused_head", lambda model: None)
+    monkeypatch.setattr(forward, "chunked_head", lambda model: None)
     loss_b, grads_b = loss_and_grads(tiny_model, batch)
     assert loss_a == pytest.approx(loss_b, abs=1e-6)
     assert grads_a.keys() == grads_b.keys()

@@ -79,3 +79,23 @@ def test_overhead_is_the_loading_residue_and_a_share_of_the_activations(tiny_mod
     # the share is of the body's activations; the head's N x V blocks are returned to the OS
     assert RUNTIME_BYTES < est.overhead < RUNTIME_BYTES + ALLOCATOR_SHARE * est.activations
     assert "overhead" in est.table()
+
+
+def test_the_head_counts_one_chunk_where_it_runs_in_chunks(tiny_model_dir, monkeypatch):
+    """LoRA SFT runs the frozen head in chunks (`forward.head_logprobs`); prompt tuning's logits
+    come whole from PEFT, and distillation needs them whole: 3 float32 copies of N x V."""
+    import tuneloop.train.memory as memory
+    from tuneloop.train.forward import chunked_head
+
+    lora, cfg = model_for("lora", tiny_model_dir)
+    prompt, cfg_prompt = model_for("prompt", tiny_model_dir)
+    assert chunked_head(lora) is not None and chunked_head(prompt) is None
+    vocab = lora.config.vocab_size
+    monkeypatch.setattr(memory, "HEAD_CHUNK_VALUES", vocab)  # one row a chunk (a tiny vocabulary)
+    supervised = 40  # answer tokens of a micro-batch: at least the largest example's
+    chunked = estimate_memory(lora, cfg, 4, LENGTHS, "fp32").activations
+    distill = TrainConfig(method="lora", objective="distill")
+    whole = estimate_memory(lora, distill, 4, LENGTHS, "fp32").activations
+    assert whole - chunked > 2 * supervised * vocab * 4  # N x V buffers against one row's
+    body_and_whole = estimate_memory(prompt, cfg_prompt, 4, LENGTHS, "fp32").activations
+    assert body_and_whole > whole  # every position's logits, not one chunk

@@ -94,8 +94,8 @@ def supervised_hidden(model, batch: dict, keep: torch.Tensor) -> torch.Tensor:
 
 def supervised_logprobs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p(target) (N,) in float32, sequence index (N,)) at the N supervised targets; the
-    logits are never materialised where the head allows it (`fused_head`)."""
-    head = None if is_prompt_learning(model) else fused_head(model)
+    logits are never materialised where the head allows it (`chunked_head`)."""
+    head = chunked_head(model)
     if head is None:
         logits, targets, seq = supervised_logits(model, batch)
         return token_logprobs(logits, targets), seq
@@ -105,8 +105,11 @@ def supervised_logprobs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]
     return head_logprobs(hidden, head.weight, targets[keep]), batch["seq_index"][:, 1:][keep]
 
 
-def fused_head(model) -> torch.nn.Linear | None:
-    """The LM head if it is a frozen linear layer without bias (then `head_logprobs` applies)."""
+def chunked_head(model) -> torch.nn.Linear | None:
+    """The LM head if `supervised_logprobs` runs it in chunks (`head_logprobs`): a frozen linear
+    layer without bias, outside prefix and prompt tuning (whose logits come from PEFT)."""
+    if is_prompt_learning(model):
+        return None
     _, head = decoder_and_head(model)
     plain = type(head) is torch.nn.Linear and head.bias is None
     return head if plain and not head.weight.requires_grad else None

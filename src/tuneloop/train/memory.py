@@ -48,7 +48,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from tuneloop.train.forward import HEAD_CHUNK_VALUES, fused_head
+from tuneloop.train.forward import HEAD_CHUNK_VALUES, chunked_head
 
 GIB = 1024**3
 RUNTIME_BYTES = int(0.2 * GIB)  # left behind by loading a model, beyond its weights
@@ -171,7 +171,7 @@ def _activation_bytes(model, cfg, tokens: int, supervised: int, precision: str) 
         body = layers * per_layer
     if cfg.method in ("prefix", "prompt"):  # full logits through PEFT's forward
         supervised = tokens
-    if getattr(cfg, "objective", "sft") in CHUNKED_HEAD_OBJECTIVES and fused_head(model):
+    if getattr(cfg, "objective", "sft") in CHUNKED_HEAD_OBJECTIVES and chunked_head(model):
         # `forward.head_logprobs`: one chunk's float32 logits and their bf16 copies at a time
         head = 2 * min(supervised * vocab, HEAD_CHUNK_VALUES) * 4 + supervised * hidden * 4
     else:
