@@ -6,7 +6,7 @@ import torch
 
 from tuneloop.data.records import Example
 from tuneloop.data.templates import tokenize_example
-from tuneloop.train.batching import collate, pack
+from tuneloop.train.batching import collate, one_row, pack
 from tuneloop.train.checkpoint import LoopState, list_checkpoints
 from tuneloop.train.dpo import sequence_logps
 from tuneloop.train.forward import check_packing_isolates
@@ -277,6 +277,15 @@ def test_segment_attention_gives_the_padded_loss_and_gradients(
     assert loss_b == pytest.approx(loss_a, abs=1e-5) and loss_c == pytest.approx(loss_a, abs=1e-6)
     for name, g in grads_a.items():
         assert torch.allclose(g, grads_b[name], atol=1e-5), name
+    # the same batch in one row without its padding (what the session trains on)
+    row = one_row(packed)
+    assert row["input_ids"].shape == (1, sum(len(i.input_ids) for i in items))
+    assert (row["seq_index"] >= 0).all() and row["n"] == padded["n"]
+    assert packed["input_ids"].shape[0] > 1 and (packed["seq_index"] < 0).any()  # rows, padding
+    loss_d, grads_d = loss_and_grads(tiny_model, row)
+    assert loss_d == pytest.approx(loss_a, abs=1e-5)
+    for name, g in grads_a.items():
+        assert torch.allclose(g, grads_d[name], atol=1e-5), name
 
 
 def test_segment_spans_follow_the_restarting_positions():

@@ -126,6 +126,8 @@ def test_dpo_run_with_packing_checkpointing_and_evaluation(tmp_path, tiny_model_
     run = session.train(r, progress=False, say=said.append)
     info = run.info()
     assert info["status"] == "finished" and info["objective"] == "dpo"
+    # per-example attention: each batch in one row, so no padding went through the model
+    assert info["tokens"] == info["real_tokens"] > 0
     assert "memory estimate" in said[0] and info["memory_estimate"]["total"] > 0
     records = [json.loads(x) for x in run.metrics_path.read_text().splitlines()]
     assert records[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference

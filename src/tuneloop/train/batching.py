@@ -25,6 +25,12 @@ A restart of position_ids is what tells the attention where a sequence ends: tra
 turns it into a block-diagonal causal mask (SDPA, eager) or into variable-length kernels (flash
 attention), so no token sees another example. The first token of every packed sequence gets no
 label, so the last token of one example is never asked to predict the first of the next.
+
+Rows of `capacity` tokens bound the (T, T) mask of a mask-based attention. Attention that runs
+one example at a time (`train/segments.py`) has no mask and no cost per row, so there the
+session lays the whole batch in one row without padding (`one_row`): the rows above become
+
+    row 0: a a a a a b b b c c  position_ids 0 1 2 3 4 0 1 2 0 1   (no p: nothing computed twice)
 """
 
 from __future__ import annotations
@@ -128,3 +134,12 @@ def pack(seqs: list[TokenizedExample], pad_id: int, capacity: int) -> dict:
         positions[r, at:] = torch.arange(width - at)
     return {"input_ids": ids, "labels": labels, "position_ids": positions, "seq_index": index,
             "segments": spans(positions)}  # fmt: skip
+
+
+def one_row(batch: dict) -> dict:
+    """A packed batch's sequences side by side in a single row, its padding dropped (each
+    sequence stays whole and in place, so targets, positions and `n` are unchanged)."""
+    keep = batch["seq_index"] >= 0
+    row = {k: batch[k][keep].unsqueeze(0)
+           for k in ("input_ids", "labels", "position_ids", "seq_index")}  # fmt: skip
+    return {**batch, **row, "segments": spans(row["position_ids"])}

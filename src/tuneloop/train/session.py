@@ -37,6 +37,7 @@ from tuneloop.models.load import load_tokenizer, resolve, weights_hash
 from tuneloop.models.precision import resolve_precision
 from tuneloop.track import Trackers, check_trackers
 from tuneloop.train import distill, distributed, dpo, grpo, reward, sft
+from tuneloop.train.batching import one_row
 from tuneloop.train.checkpoint import LoopState
 from tuneloop.train.forward import (
     check_packing_isolates,
@@ -138,8 +139,9 @@ def train(
             "train.packing",
             "set `train.packing: false` for this model",
         )
-    if cfg.packing:  # each packed example attends to itself alone: no (T, T) mask per row
-        use_segment_attention(model)
+    if cfg.packing and use_segment_attention(model):
+        # each packed example attends to itself alone: no (T, T) mask, so rows need no bound
+        data.collate = _in_one_row(data.collate)
     if (cfg.share_prefix and not cfg.packing and not is_prompt_learning(model)
             and not check_prefix_sharing(model, len(tokenizer))):  # fmt: skip
         say("train.share_prefix: this model does not give the same hidden states through a "
@@ -344,6 +346,16 @@ def _without_shared_prefix(collate: Callable[[list], dict]) -> Callable[[list], 
         return batch
 
     return plain
+
+
+def _in_one_row(collate: Callable[[list], dict]) -> Callable[[list], dict]:
+    """The objective's packed collate with each batch in one row and no padding
+    (`batching.one_row`), for attention that runs one example at a time."""
+
+    def flat(items: list) -> dict:
+        return one_row(collate(items))
+
+    return flat
 
 
 def make_optimizer(params: list, cfg) -> torch.optim.Optimizer:
