@@ -11,9 +11,10 @@ varied`: the generated varied-prompt set of `bench/sft_sets.py`, 38-490 tokens) 
 process. Measured: the process's peak resident memory (ru_maxrss) minus its resident
 memory once Python, torch and transformers are imported and before the model loads (so the
 interpreter and libraries are not counted), for the training loop alone (the peak counter is
-reset when the loop starts) and for the whole run including loading. The estimate is
-`tuneloop train`'s own (weights, gradients, optimizer state, activations; see
-`tuneloop.train.memory`). Prints a Markdown table (and writes
+reset when the loop starts) against the estimate of the loop, and for the whole run including
+loading against the estimated peak (the loop's or loading's, whichever is higher). The
+estimate is `tuneloop train`'s own (weights, gradients, optimizer state, activations, the
+mapped weight file while loading; see `tuneloop.train.memory`). Prints a Markdown table (and writes
 bench/results/memory_estimate.json).
 """
 
@@ -80,6 +81,7 @@ def measure(name: str, args) -> dict:
         # Loading can peak above training (a file's pages and the tensors made from them);
         # the peak of the loop alone is what the estimate describes.
         loop_peak["start"] = rss_bytes()
+        loop_peak["loading"] = peak_rss_bytes()  # before the reset below erases it
         reset_peak()
         state = real_loop(*args, **kwargs)
         loop_peak["bytes"] = peak_rss_bytes()
@@ -115,7 +117,9 @@ def measure(name: str, args) -> dict:
                                   "model": model, "train": train_cfg}).resolved(folder)  # fmt: skip
         run = session.train(recipe, progress=False)
         estimate = run.info()["memory_estimate"]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # ru_maxrss is the same counter as VmHWM, reset with it: the whole run's peak is the larger
+    # of the peak before the loop and the peak since
+    peak = max(loop_peak["loading"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {
         "config": name,
         "estimate": estimate,
@@ -167,24 +171,28 @@ def main() -> int:
                         "dataset": args.dataset, "batch_size": args.batch_size,
                         "max_length": args.max_length})  # fmt: skip
         r = results[-1]
-        print(f"{name}: estimate {r['estimate']['total'] / 2**30:.2f} GiB, measured "
-              f"{r['measured_peak'] / 2**30:.2f} GiB", file=sys.stderr, flush=True)  # fmt: skip
+        e = r["estimate"]
+        print(f"{name}: training {e['training'] / 2**30:.2f} GiB estimated, "
+              f"{r['measured_peak'] / 2**30:.2f} measured; peak {e['total'] / 2**30:.2f} "
+              f"estimated, {r['peak_with_loading'] / 2**30:.2f} measured", file=sys.stderr,
+              flush=True)  # fmt: skip
 
     gib = 2**30
-    print("| configuration | weights | gradients | optimizer | activations | overhead | estimate | "
-          "measured, training | measured / estimate | of which resident at loop start | "
-          "measured, with loading |")  # fmt: skip
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| configuration | weights | gradients | optimizer | activations | overhead | estimate, "
+          "training | measured, training | measured / estimate | of which resident at loop "
+          "start | estimate, loading | estimate, peak | measured, with loading | measured / "
+          "estimate |")  # fmt: skip
+    print("| --- |" + " ---: |" * 13)
     for r in results:
         e = r["estimate"]
-        keys = ("weights", "gradients", "optimizer", "activations", "overhead")
+        keys = ("weights", "gradients", "optimizer", "activations", "overhead", "training")
         parts = [f"{e[k] / gib:.2f}" for k in keys]
-        ratio = r["measured_peak"] / e["total"]
-        measured = r["measured_peak"] / gib
         print(
-            f"| {r['config']} | {' | '.join(parts)} | {e['total'] / gib:.2f} | "
-            f"{measured:.2f} | {ratio:.2f} | {r['resident_at_loop_start'] / gib:.2f} | "
-            f"{r['peak_with_loading'] / gib:.2f} |"
+            f"| {r['config']} | {' | '.join(parts)} | {r['measured_peak'] / gib:.2f} | "
+            f"{r['measured_peak'] / e['training']:.2f} | "
+            f"{r['resident_at_loop_start'] / gib:.2f} | {e['loading'] / gib:.2f} | "
+            f"{e['total'] / gib:.2f} | {r['peak_with_loading'] / gib:.2f} | "
+            f"{r['peak_with_loading'] / e['total']:.2f} |"
         )
     args.out_json.parent.mkdir(parents=True, exist_ok=True)
     args.out_json.write_text(json.dumps(results, indent=2) + "\n")

@@ -338,3 +338,13 @@ def test_task_metric_judge_and_json_schema_are_accepted_when_configured(tmp_path
         VALID + "task: {metric: judge}\neval:\n  judge: {url: 'http://127.0.0.1:1/v1', model: m}\n"
     )
     assert load_recipe(write(tmp_path, judged)).task.metric == "judge"
+
+
+@pytest.mark.parametrize("objective", ["grpo", "reward"])
+def test_packing_is_refused_for_objectives_that_read_whole_rows(tmp_path, objective):
+    path = write(tmp_path, VALID + f"  objective: {objective}\n  packing: true\n")
+    with pytest.raises(UserError) as info:
+        load_recipe(path)
+    found = problems(info.value)
+    assert f"objective `{objective}`" in found["train.packing"]
+    assert "set `train.packing: false`" in found["train.packing"]

@@ -514,10 +514,14 @@ class TrainConfig(Section):
                 "remove `train.eval_every`, and score the run with `tuneloop eval` (the grader "
                 "in `task.metric`, paired against the base)",
             ))  # fmt: skip
-        if self.objective == "grpo" and self.packing:
+        if self.objective in ("grpo", "reward") and self.packing:
+            why = {
+                "grpo": "groups each prompt's completions in padded rows",
+                "reward": "reads each example's score at the last token of its own row",
+            }
             found.append((
                 ("packing",),
-                "objective `grpo` groups each prompt's completions in padded rows",
+                f"objective `{self.objective}` {why[self.objective]}, so it cannot pack rows",
                 "set `train.packing: false`",
             ))  # fmt: skip
         if self.early_stopping is not None and self.eval_every is None:

@@ -25,8 +25,9 @@ def test_parts_follow_the_parameters(tiny_model_dir):
     assert est.weights == sum(p.numel() * 4 for p in model.parameters())
     assert (est.gradients, est.optimizer) == (4 * trainable, 8 * trainable)
     assert est.tokens_per_micro_batch == 4 * 400  # rows padded to the longest item
-    assert est.total == (est.weights + est.gradients + est.optimizer + est.activations
-                         + est.overhead)  # fmt: skip
+    assert est.total == est.training == (est.weights + est.gradients + est.optimizer
+                                         + est.activations + est.overhead)  # fmt: skip
+    assert est.loading == 0  # no weight files given
     assert "activations" in est.table()
 
 
@@ -99,3 +100,40 @@ def test_the_head_counts_one_chunk_where_it_runs_in_chunks(tiny_model_dir, monke
     assert whole - chunked > 2 * supervised * vocab * 4  # N x V buffers against one row's
     body_and_whole = estimate_memory(prompt, cfg_prompt, 4, LENGTHS, "fp32").activations
     assert body_and_whole > whole  # every position's logits, not one chunk
+
+
+def test_loading_counts_the_mapped_file_and_the_tensors_copied_from_it(tmp_path, tiny_model_dir):
+    """A float32 file loaded as float32 is used in place; bf16 copies of the frozen weights, or
+    a bf16 file read into float32, sit beside the mapped file until loading ends."""
+    from tuneloop.models.adapters import store_frozen_in_bf16
+    from tuneloop.models.load import weight_files
+    from tuneloop.train.memory import RUNTIME_BYTES
+
+    files = weight_files(ModelSource("tiny", tiny_model_dir, "folder"))
+    size = sum(f.stat().st_size for f in files)
+    model, cfg = model_for("lora", tiny_model_dir)
+    params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    in_place = estimate_memory(model, cfg, 4, LENGTHS, "fp32", files=files)
+    assert in_place.loading == size + RUNTIME_BYTES
+    store_frozen_in_bf16(model, "lora")
+    copied = estimate_memory(model, cfg, 4, LENGTHS, "bf16", files=files)
+    assert copied.loading == size + copied.weights + RUNTIME_BYTES
+    assert copied.weights < in_place.weights  # the frozen matrices in bf16
+
+    load_base(ModelSource("tiny", tiny_model_dir, "folder"), cfg, "fp32").to(
+        torch.bfloat16).save_pretrained(tmp_path / "bf16")  # fmt: skip
+    bf16_files = weight_files(ModelSource("bf16", tmp_path / "bf16", "folder"))
+    bf16_size = sum(f.stat().st_size for f in bf16_files)
+    assert bf16_size < 0.6 * size
+    read = estimate_memory(model, cfg, 4, LENGTHS, "bf16", files=bf16_files)
+    assert read.loading == bf16_size + 4 * params + RUNTIME_BYTES  # float32 tensors made first
+
+
+def test_the_peak_is_loading_where_loading_is_higher(tiny_model_dir):
+    model, cfg = model_for("lora", tiny_model_dir)
+    est = estimate_memory(model, cfg, 4, LENGTHS, "fp32")
+    est.loading = est.training + 1
+    assert est.total == est.training + 1 and est.as_dict()["total"] == est.total
+    assert "mapped" in est.table() and "peak" in est.table()
+    est.loading = est.training
+    assert "peak" not in est.table() and "mapped" not in est.table()

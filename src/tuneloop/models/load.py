@@ -123,10 +123,15 @@ def load(name: str, trust_remote_code: bool = False, chat_template: str | None =
     return model, tokenizer, source
 
 
+def weight_files(source: ModelSource) -> list[Path]:
+    """The files a model's weights are read from: its safetensors, else its .bin files."""
+    return sorted(source.path.glob("*.safetensors")) or sorted(source.path.glob("*.bin"))
+
+
 def weights_hash(source: ModelSource) -> str:
     """A short content hash of the weight files, recorded with every run for lineage."""
     h = hashlib.sha256()
-    for f in sorted(source.path.glob("*.safetensors")) or sorted(source.path.glob("*.bin")):
+    for f in weight_files(source):
         h.update(f.name.encode())
         h.update(sha256_file(f).encode())
     return h.hexdigest()[:16]

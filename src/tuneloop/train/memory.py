@@ -38,6 +38,15 @@
                   36-39% at 1k and 4k tokens per micro-batch); not of the LM head's N x V
                   buffers, single large blocks that malloc returns to the system
 
+    loading      the peak while the weights load, when it is above the training loop's: the
+                 weight file's pages, mapped and resident while tensors are made from them,
+                 plus those tensors. A float32 file loaded as float32 is used in place (the
+                 file is the weights); every other case copies: a bf16 or fp16 file is read
+                 into float32 tensors (4 bytes a parameter), and the frozen weights stored in
+                 bf16 for training are copies too. The mapping goes once nothing points into
+                 it, so the training loop does not hold it (measured at the 1.7B shape: a 6.4
+                 GiB float32 file and its 3.4 GiB of copies set the peak of a LoRA run).
+
 Python and its libraries (torch, transformers, peft, tuneloop: about 0.43 GiB resident after
 import) are not counted; `bench/memory_estimate.py` compares the estimate with the peak beyond
 them.
@@ -47,6 +56,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from tuneloop.train.forward import HEAD_CHUNK_VALUES, chunked_head
 
@@ -66,13 +76,19 @@ class MemoryEstimate:
     trainable_params: int
     total_params: int
     tokens_per_micro_batch: int
+    loading: int = 0
+
+    @property
+    def training(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.overhead
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations + self.overhead
+        """The peak: the training loop's, or loading's where that is higher."""
+        return max(self.training, self.loading)
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "total": self.total}
+        return {**asdict(self), "training": self.training, "total": self.total}
 
     def table(self) -> str:
         """Plain text, one component a line.
@@ -85,6 +101,12 @@ class MemoryEstimate:
           activations    0.50 GiB   (512 tokens in the largest micro-batch)
           overhead       0.25 GiB   (allocator, loading; not Python and its libraries)
           total          1.75 GiB
+        >>> big_file = MemoryEstimate(2**30, 0, 0, 2**29, 2**28, 0, 2**28, 512, loading=2**32)
+        >>> for line in big_file.table().splitlines()[-3:]:
+        ...     print(line)
+          total          1.75 GiB   (training)
+          loading        4.00 GiB   (the weight file mapped while tensors are made from it)
+          peak           4.00 GiB
         """
         share = self.trainable_params / max(self.total_params, 1)
         rows = [
@@ -97,8 +119,15 @@ class MemoryEstimate:
             f"({self.tokens_per_micro_batch:,} tokens in the largest micro-batch)",
             f"  overhead     {self.overhead / GIB:6.2f} GiB   "
             "(allocator, loading; not Python and its libraries)",
-            f"  total        {self.total / GIB:6.2f} GiB",
+            f"  total        {self.training / GIB:6.2f} GiB",
         ]
+        if self.loading > self.training:
+            rows[-1] += "   (training)"
+            rows += [
+                f"  loading      {self.loading / GIB:6.2f} GiB   "
+                "(the weight file mapped while tensors are made from it)",
+                f"  peak         {self.total / GIB:6.2f} GiB",
+            ]
         return "\n".join(rows)
 
 
@@ -110,11 +139,13 @@ def estimate_memory(
     precision: str,
     frozen: list | None = None,
     shared_tokens: int = 0,
+    files: list | None = None,
 ) -> MemoryEstimate:
     """Estimate of the peak for `model` (method applied) training on items of (tokens,
     supervised) sizes, with the largest micro-batch the data make (see the module's
     docstring). `shared_tokens`: tokens of such a batch that a shared prompt prefix takes out
     of the transformer body (they run once, not once per sequence; `train/forward.py`).
+    `files`: the weight files the model was loaded from, for the peak while loading.
     """
     params = list({id(p): p for p in model.parameters()}.values())  # tied weights once
     weights = sum(_bytes(p) for p in params)
@@ -137,6 +168,7 @@ def estimate_memory(
     if cfg.method == "qlora":  # the float32 matrices read before quantizing, kept by malloc
         overhead += 4 * sum(_numel(p) for p in params if getattr(p, "quant_state", None))
     return MemoryEstimate(
+        loading=_loading_bytes(files or [], params, total),
         weights=weights,
         gradients=4 * trainable,
         optimizer=(8 if getattr(cfg, "optimizer", "adamw") == "adamw" else 0) * trainable,
@@ -177,6 +209,22 @@ def _activation_bytes(model, cfg, tokens: int, supervised: int, precision: str) 
     else:
         head = 3 * supervised * vocab * 4
     return int(body), int(head)
+
+
+def _loading_bytes(files: list, params: list, total: int) -> int:
+    """The peak while loading (see the module's docstring): the mapped file, plus the tensors
+    copied out of it, unless the parameters are the file's float32 tensors in place."""
+    import torch
+
+    file_bytes = sum(Path(f).stat().st_size for f in files)
+    if not file_bytes:
+        return 0
+    stored = sum(_bytes(p) for p in params)
+    float32_file = file_bytes >= 3.5 * total  # 4 bytes a parameter (2 for bf16 or fp16)
+    if float32_file and all(p.dtype == torch.float32 for p in params):
+        return file_bytes + RUNTIME_BYTES  # used in place
+    copies = stored if float32_file else max(stored, 4 * total)  # read into float32 first
+    return file_bytes + copies + RUNTIME_BYTES
 
 
 def _frozen_linears_float32(model) -> bool:

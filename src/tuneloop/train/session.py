@@ -33,7 +33,7 @@ from tuneloop.models.adapters import (
     skeleton,
     store_frozen_in_bf16,
 )
-from tuneloop.models.load import load_tokenizer, resolve, weights_hash
+from tuneloop.models.load import load_tokenizer, resolve, weight_files, weights_hash
 from tuneloop.models.precision import resolve_precision
 from tuneloop.track import Trackers, check_trackers
 from tuneloop.train import distill, distributed, dpo, grpo, reward, sft
@@ -184,7 +184,9 @@ def train(
     frozen = getattr(loss_fn, "frozen_models", [])  # a DPO/GRPO reference copy, a teacher
     sequences = batch_size * data.sequences_per_item  # in a micro-batch; a shared prefix
     shared = (sequences - 1) * data.shared_prefix if sequences > 1 else 0  # runs once of them
-    memory = estimate_memory(model, cfg, batch_size, data.lengths, precision, frozen, shared)
+    memory = estimate_memory(
+        model, cfg, batch_size, data.lengths, precision, frozen, shared, weight_files(source)
+    )
     say(memory.table())
     if dist.main:
         say(_lint_line(lint, recipe))
