@@ -31,10 +31,12 @@ Sides (`--sides`):
 most tokens/s (TRL's `packing=True` is not among them: it re-cuts the data set into rows of
 `max_length`, so a step would no longer be the same examples; `use_liger_kernel` needs Triton,
 which has no CPU backend; `torch_compile` is left out, as it is for tuneloop).
-    tuneloop        the recipe's defaults (`share_prefix: true`, `packing: false`)
-    tuneloop-packed `train.packing: true`: a batch's examples packed into rows of at most
-                    `max_length` tokens, per-example positions and block-diagonal attention
-    tuneloop-plain  `share_prefix: false` (not run unless asked)
+    tuneloop        the recipe's defaults (`share_prefix: true`, `packing: auto`: packed where
+                    that sends fewer tokens through the model than padded rows sharing
+                    their prompt prefix)
+    tuneloop-packed `train.packing: true`: a batch's examples side by side in one row,
+                    positions restarting per example, each attending to itself alone
+    tuneloop-plain  `share_prefix: false`, `packing: false` (not run unless asked)
 
 Every side trains LoRA r=16, alpha 32, no dropout on q/k/v/o, the same examples, batch size,
 steps, learning rate (linear decay, no warmup), AdamW, clipping at 1.0, loss on the answer
@@ -163,7 +165,8 @@ def train_tuneloop(args, out: Path) -> dict:
         "train": {"method": "lora",
                   "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": TARGETS},
                   "share_prefix": args.side != "tuneloop-plain",
-                  "packing": args.side == "tuneloop-packed",
+                  "packing": {"tuneloop-packed": True, "tuneloop-plain": False}.get(
+                      args.side, "auto"),
                   "batch_size": args.batch_size, "max_steps": args.steps, "lr": args.lr,
                   "max_length": args.max_length, "schedule": "linear", "warmup_ratio": 0.0,
                   "max_grad_norm": 1.0, "weight_decay": 0.0, "seed": args.seed,

@@ -11,7 +11,8 @@ r=16 alpha 32 on q/k/v/o, AdamW, lr 1e-4, bf16. QLoRA: NF4, double quantization,
 
 Sides, each in a fresh process (`--side`), in the order listed, LoRA first, then QLoRA:
 
-    tuneloop        the recipe's defaults (`share_prefix` finds nothing to share on this data)
+    tuneloop        the recipe's defaults (`share_prefix` finds nothing to share on this data;
+                    `packing: auto` then packs)
     tuneloop-packed `train.packing: true`
     trl-default     SFTTrainer with its defaults (gradient checkpointing on, padded batches)
     trl-fastest     no gradient checkpointing, `padding_free=True` (flash attention's varlen
@@ -83,7 +84,7 @@ def train_tuneloop(args, qlora: bool, packed: bool) -> dict:
 
     quiet_libraries()
     out = Path(args.out)
-    train = {"method": "qlora" if qlora else "lora", "packing": packed,
+    train = {"method": "qlora" if qlora else "lora", "packing": True if packed else "auto",
              "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": TARGETS},
              "batch_size": args.batch_size, "max_steps": args.steps, "lr": 1e-4,
              "max_length": 512, "schedule": "linear", "warmup_ratio": 0.0,

@@ -411,10 +411,13 @@ class TrainConfig(Section):
     dpo: DpoConfig = DpoConfig()
     distill: DistillConfig = DistillConfig()
     grpo: GrpoConfig = GrpoConfig()
-    packing: bool = Field(
-        False,
-        description="Pack each batch's examples into shared rows, with no attention "
-        "across example boundaries.",
+    packing: bool | Literal["auto"] = Field(
+        "auto",
+        description="Pack each batch's examples side by side in one row, each attending to "
+        "itself alone, instead of padded rows. `auto`: pack SFT batches where that sends fewer "
+        "tokens through the model than padded rows with their shared prompt prefix run once "
+        "(and the model's attention can run one example at a time); the choice and its counts "
+        "are printed and recorded in run.json.",
     )
     share_prefix: bool = Field(
         True,
@@ -467,7 +470,7 @@ class TrainConfig(Section):
                 "set `train.method: qlora` to train LoRA adapters over a 4-bit base, or remove "
                 "`train.qlora`",
             ))  # fmt: skip
-        if self.packing and self.method in ("prefix", "prompt"):
+        if self.packing is True and self.method in ("prefix", "prompt"):
             found.append((
                 ("packing",),
                 f"method `{self.method}` puts its virtual tokens before each row, so examples "
@@ -514,7 +517,7 @@ class TrainConfig(Section):
                 "remove `train.eval_every`, and score the run with `tuneloop eval` (the grader "
                 "in `task.metric`, paired against the base)",
             ))  # fmt: skip
-        if self.objective in ("grpo", "reward") and self.packing:
+        if self.objective in ("grpo", "reward") and self.packing is True:
             why = {
                 "grpo": "groups each prompt's completions in padded rows",
                 "reward": "reads each example's score at the last token of its own row",

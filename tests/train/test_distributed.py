@@ -79,7 +79,9 @@ def test_two_processes_match_one(tmp_path, tiny_model_dir):
     losses_2, evals_2 = curve(two)
     assert len(losses_1) == len(losses_2) == 5 and len(evals_1) == len(evals_2) == 3
     assert losses_2 == pytest.approx(losses_1, abs=1e-5)
-    assert evals_2 == pytest.approx(evals_1, abs=1e-5)
+    # held-out losses near 5, summed over rows laid out differently per process (packed):
+    # float32 rounding of a few parts in a million
+    assert evals_2 == pytest.approx(evals_1, rel=1e-5)
     want = load_file(one.adapter_dir / "adapter_model.safetensors")
     got = load_file(two / "adapter" / "adapter_model.safetensors")
     # Weights agree less tightly than losses: Adam divides by sqrt(v), which turns rounding in

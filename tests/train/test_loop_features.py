@@ -345,3 +345,12 @@ def test_sft_takes_the_chunked_head_where_it_is_frozen_and_loses_nothing(
     assert grads_a.keys() == grads_b.keys()
     for name, g in grads_a.items():
         assert torch.allclose(g, grads_b[name], atol=1e-6), name
+
+
+def test_layout_tokens_counts_padding_and_the_shared_prefix_once():
+    from tuneloop.train.batching import layout_tokens
+
+    lengths = [10, 4, 6, 6]
+    # batch [0, 1]: 2 x 10 - 1 x 3 shared; batch [2, 3]: 2 x 6 - 3
+    assert layout_tokens(lengths, [[0, 1], [2, 3]], 3) == {"padded": 17 + 9, "packed": 26}
+    assert layout_tokens(lengths, [[0, 1], [2, 3]], 0) == {"padded": 32, "packed": 26}

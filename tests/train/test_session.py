@@ -158,3 +158,47 @@ def test_distill_run_from_a_teacher_with_the_same_tokenizer(tmp_path, tiny_model
     records = [json.loads(x) for x in run.metrics_path.read_text().splitlines()]
     assert records[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # student starts as the teacher
     assert run.info()["memory_estimate"]["weights"] > 0
+
+
+def test_packing_auto_packs_where_it_sends_fewer_tokens_and_says_why(tmp_path, tiny_model_dir):
+    """Examples of different lengths and no common prompt: packed rows send fewer tokens than
+    padded ones. The same examples behind one long shared system prompt: padded rows, which
+    run that prefix once per batch, send fewer. The choice is printed and kept in run.json."""
+
+    def rows(system):
+        out = []
+        for i in range(16):
+            chat = [{"role": "user", "content": f"question {i} " + "and more words " * (i % 5)},
+                    {"role": "assistant", "content": "answer " * (1 + i % 3)}]  # fmt: skip
+            out.append({"messages": ([{"role": "system", "content": system}] if system else [])
+                        + chat})  # fmt: skip
+        return out
+
+    runs = {}
+    for name, system in (("varied", ""), ("shared", "You sort support tickets. " * 12)):
+        data = tmp_path / f"{name}.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows(system)))
+        said = []
+        r = recipe(tmp_path / name, tiny_model_dir, data, max_steps=2)
+        assert r.train.packing == "auto"
+        run = session.train(r, progress=False, say=said.append)
+        runs[name] = (run.info(), said)
+    info, said = runs["varied"]
+    assert info["packing"]["packed"] is True
+    assert info["packing"]["tokens"]["packed"] < info["packing"]["tokens"]["padded"]
+    assert any(line.startswith("train.packing: auto -> true: ") for line in said)
+    assert info["tokens"] == info["real_tokens"]  # one row, no padding
+    info, said = runs["shared"]
+    assert info["packing"]["packed"] is False and "sharing a" in info["packing"]["why"]
+    assert info["packing"]["tokens"]["padded"] < info["packing"]["tokens"]["packed"]
+    assert any(line.startswith("train.packing: auto -> false: ") for line in said)
+
+
+def test_packing_auto_leaves_other_objectives_padded_and_says_so(tmp_path, tiny_model_dir):
+    prefs = write_support_preferences(tmp_path / "prefs.jsonl", n_per_label=3)
+    said = []
+    run = session.train(recipe(tmp_path, tiny_model_dir, prefs, objective="dpo", max_steps=1),
+                        progress=False, say=said.append)  # fmt: skip
+    packing = run.info()["packing"]
+    assert packing["packed"] is False and "objective sft only" in packing["why"]
+    assert any("train.packing: auto -> false: auto packs objective sft only" in s for s in said)

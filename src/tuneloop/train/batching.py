@@ -136,6 +136,16 @@ def pack(seqs: list[TokenizedExample], pad_id: int, capacity: int) -> dict:
             "segments": spans(positions)}  # fmt: skip
 
 
+def layout_tokens(lengths: list[int], batches: list[list[int]], shared_prefix: int) -> dict:
+    """Tokens the given batches (lists of indices into `lengths`) send through the model, as
+    padded rows (each batch as long as its longest sequence, the shared prefix run once) and
+    as packed rows in one row without padding."""
+    padded = sum(len(b) * max(lengths[i] for i in b) - (len(b) - 1) * shared_prefix
+                 for b in batches if b)  # fmt: skip
+    packed = sum(lengths[i] for b in batches for i in b)
+    return {"padded": padded, "packed": packed}
+
+
 def one_row(batch: dict) -> dict:
     """A packed batch's sequences side by side in a single row, its padding dropped (each
     sequence stays whole and in place, so targets, positions and `n` are unchanged)."""

@@ -286,7 +286,7 @@ def prepare(recipe: Recipe, tokenizer) -> ObjectiveData:
         sequences_per_item=2,
         shared_prefix=(
             shared_prefix_length([s for p in tok_train for s in (p.chosen, p.rejected)])
-            if cfg.share_prefix and not cfg.packing
+            if cfg.share_prefix
             else 0
         ),
     )

@@ -154,7 +154,7 @@ def estimate_memory(
     total = sum(_numel(p) for p in params)
 
     longest = sorted((t for t, _ in lengths), reverse=True)
-    if getattr(cfg, "packing", False) and longest:  # no padding: a large sum of B examples
+    if getattr(cfg, "packing", False) is True and longest:  # no padding: a large sum of B
         tokens = _large_sum(longest, batch_size)
     else:
         tokens = batch_size * (longest[0] if longest else 0)  # padded to the longest

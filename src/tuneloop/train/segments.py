@@ -56,15 +56,22 @@ def segment_attention(
     return torch.cat(rows, dim=0).transpose(1, 2).contiguous(), None
 
 
+def segment_attention_applies(model) -> bool:
+    """Whether the model's attention goes through transformers' SDPA interface, where
+    `use_segment_attention` can replace it."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base.config, "_attn_implementation", None) == "sdpa"
+
+
 def use_segment_attention(model) -> bool:
     """Switch a model on SDPA to the per-example attention (masks are still made as for SDPA,
     for the batches without spans). False, and nothing changed, for any other attention."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if getattr(base.config, "_attn_implementation", None) != "sdpa":
+    if not segment_attention_applies(model):
         return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     AttentionInterface.register(NAME, segment_attention)
     AttentionMaskInterface.register(NAME, sdpa_mask)
     base.set_attn_implementation(NAME)

@@ -37,7 +37,7 @@ from tuneloop.models.load import load_tokenizer, resolve, weight_files, weights_
 from tuneloop.models.precision import resolve_precision
 from tuneloop.track import Trackers, check_trackers
 from tuneloop.train import distill, distributed, dpo, grpo, reward, sft
-from tuneloop.train.batching import one_row
+from tuneloop.train.batching import layout_tokens, one_row
 from tuneloop.train.checkpoint import LoopState
 from tuneloop.train.forward import (
     check_packing_isolates,
@@ -56,7 +56,7 @@ from tuneloop.train.loop import (
 from tuneloop.train.memory import estimate_memory
 from tuneloop.train.objective import ObjectiveData
 from tuneloop.train.schedule import make_scheduler
-from tuneloop.train.segments import use_segment_attention
+from tuneloop.train.segments import segment_attention_applies, use_segment_attention
 from tuneloop.workspace import Run, new_run
 
 # Each objective's `prepare` and `make_loss` (`train/objective.py`); they never import this
@@ -132,6 +132,10 @@ def train(
     model = apply_method(model, cfg, source.path)
     if cfg.method != "qlora":  # 4-bit layers are placed by bitsandbytes when loading
         model.to(device)
+    packing = choose_packing(cfg, data, model, batch_size)
+    if packing is not None:
+        cfg.packing = packing["packed"]
+        say(f"train.packing: auto -> {str(cfg.packing).lower()}: {packing['why']}")
     if cfg.packing and not check_packing_isolates(model, len(tokenizer)):
         raise UserError(
             f"this model's attention ignores restarting position_ids, so packed examples "
@@ -181,9 +185,13 @@ def train(
         if no_heldout_loss and no_heldout_loss not in notes:
             run.update(notes=[*notes, no_heldout_loss])
 
+    if dist.main and packing is not None:
+        run.update(packing=packing)
     frozen = getattr(loss_fn, "frozen_models", [])  # a DPO/GRPO reference copy, a teacher
     sequences = batch_size * data.sequences_per_item  # in a micro-batch; a shared prefix
     shared = (sequences - 1) * data.shared_prefix if sequences > 1 else 0  # runs once of them
+    if cfg.packing:
+        shared = 0  # packed rows share nothing
     memory = estimate_memory(
         model, cfg, batch_size, data.lengths, precision, frozen, shared, weight_files(source)
     )
@@ -348,6 +356,34 @@ def _without_shared_prefix(collate: Callable[[list], dict]) -> Callable[[list], 
         return batch
 
     return plain
+
+
+def choose_packing(cfg, data: ObjectiveData, model, batch_size: int) -> dict | None:
+    """`train.packing: auto` decided for this data and model: None when packing was set, else
+    {"packed": bool, "why": str, and the tokens one epoch sends through the model each way}.
+    Packing and padded rows give the same loss and gradients, so the choice is speed alone:
+    packed wherever it sends fewer tokens through the model (padding costs; a shared prompt
+    prefix, run once per padded batch, saves), counted on the first epoch's batches."""
+    if cfg.packing != "auto":
+        return None
+    why = None
+    if cfg.objective != "sft":
+        why = f"auto packs objective sft only (this is `{cfg.objective}`; set `packing: true`)"
+    elif cfg.method in ("prefix", "prompt"):
+        why = f"method `{cfg.method}` puts its virtual tokens before each row"
+    elif not segment_attention_applies(model):
+        why = "this model's attention does not run one example at a time (no SDPA)"
+    if why:
+        return {"packed": False, "why": why}
+    order = MicroBatches(data.train, batch_size, cfg.seed, data.collate).order(0)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    shared = 0 if cfg.gradient_checkpointing else data.shared_prefix
+    tokens = layout_tokens([t for t, _ in data.lengths], batches, shared)
+    packed = tokens["packed"] < tokens["padded"]
+    why = (f"{tokens['packed']:,} tokens an epoch through the model packed, "
+           f"{tokens['padded']:,} in padded rows" + (f" sharing a {shared}-token prefix"
+                                                     if shared else ""))  # fmt: skip
+    return {"packed": packed, "why": why, "tokens": tokens}
 
 
 def _in_one_row(collate: Callable[[list], dict]) -> Callable[[list], dict]:

@@ -57,7 +57,7 @@ def prepare(recipe: Recipe, tokenizer) -> ObjectiveData:
         truncation=truncation.__dict__,
         write_split=save_split if data.split_made else None,
         lengths=[(len(i.input_ids), i.n_supervised) for i in train],
-        shared_prefix=shared_prefix_length(train) if cfg.share_prefix and not cfg.packing else 0,
+        shared_prefix=shared_prefix_length(train) if cfg.share_prefix else 0,
     )
 
 
