@@ -189,7 +189,7 @@ def test_packing_auto_packs_where_it_sends_fewer_tokens_and_says_why(tmp_path, t
     assert any(line.startswith("train.packing: auto -> true: ") for line in said)
     assert info["tokens"] == info["real_tokens"]  # one row, no padding
     info, said = runs["shared"]
-    assert info["packing"]["packed"] is False and "sharing a" in info["packing"]["why"]
+    assert info["packing"]["packed"] is False and "shared prefix run once" in info["packing"]["why"]
     assert info["packing"]["tokens"]["padded"] < info["packing"]["tokens"]["packed"]
     assert any(line.startswith("train.packing: auto -> false: ") for line in said)
 

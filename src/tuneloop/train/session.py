@@ -381,8 +381,8 @@ def choose_packing(cfg, data: ObjectiveData, model, batch_size: int) -> dict | N
     tokens = layout_tokens([t for t, _ in data.lengths], batches, shared)
     packed = tokens["packed"] < tokens["padded"]
     why = (f"{tokens['packed']:,} tokens an epoch through the model packed, "
-           f"{tokens['padded']:,} in padded rows" + (f" sharing a {shared}-token prefix"
-                                                     if shared else ""))  # fmt: skip
+           f"{tokens['padded']:,} in padded rows"
+           + (f" with their {shared}-token shared prefix run once" if shared else ""))  # fmt: skip
     return {"packed": packed, "why": why, "tokens": tokens}
 
 
