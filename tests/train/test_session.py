@@ -202,3 +202,27 @@ def test_packing_auto_leaves_other_objectives_padded_and_says_so(tmp_path, tiny_
     packing = run.info()["packing"]
     assert packing["packed"] is False and "objective sft only" in packing["why"]
     assert any("train.packing: auto -> false: auto packs objective sft only" in s for s in said)
+
+
+def test_packing_auto_keeps_padded_rows_where_packed_examples_would_see_each_other(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    """What `packing: true` refuses (the isolation probe fails), `auto` declines, and says so."""
+    monkeypatch.setattr(session, "check_packing_isolates", lambda model, vocab: False)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(
+        json.dumps({"messages": [{"role": "user", "content": "q " * (1 + 3 * i)},
+                                 {"role": "assistant", "content": "a"}]}) + "\n"
+        for i in range(8)
+    ))  # fmt: skip
+    said = []
+    run = session.train(recipe(tmp_path, tiny_model_dir, data, max_steps=1), progress=False,
+                        say=said.append)  # fmt: skip
+    assert run.info()["packing"] == {
+        "packed": False,
+        "why": "this model's attention ignores restarting position_ids",
+    }
+    assert any("auto -> false: this model's attention ignores" in line for line in said)
+    with pytest.raises(UserError, match="would attend to each other"):
+        session.train(recipe(tmp_path / "b", tiny_model_dir, data, max_steps=1, packing=True),
+                      progress=False)  # fmt: skip

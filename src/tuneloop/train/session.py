@@ -132,11 +132,11 @@ def train(
     model = apply_method(model, cfg, source.path)
     if cfg.method != "qlora":  # 4-bit layers are placed by bitsandbytes when loading
         model.to(device)
-    packing = choose_packing(cfg, data, model, batch_size)
+    packing = choose_packing(cfg, data, model, batch_size, len(tokenizer))
     if packing is not None:
         cfg.packing = packing["packed"]
         say(f"train.packing: auto -> {str(cfg.packing).lower()}: {packing['why']}")
-    if cfg.packing and not check_packing_isolates(model, len(tokenizer)):
+    elif cfg.packing and not check_packing_isolates(model, len(tokenizer)):
         raise UserError(
             f"this model's attention ignores restarting position_ids, so packed examples "
             f"would attend to each other ({source.path})",
@@ -358,7 +358,9 @@ def _without_shared_prefix(collate: Callable[[list], dict]) -> Callable[[list], 
     return plain
 
 
-def choose_packing(cfg, data: ObjectiveData, model, batch_size: int) -> dict | None:
+def choose_packing(
+    cfg, data: ObjectiveData, model, batch_size: int, vocab_size: int
+) -> dict | None:
     """`train.packing: auto` decided for this data and model: None when packing was set, else
     {"packed": bool, "why": str, and the tokens one epoch sends through the model each way}.
     Packing and padded rows give the same loss and gradients, so the choice is speed alone:
@@ -373,6 +375,8 @@ def choose_packing(cfg, data: ObjectiveData, model, batch_size: int) -> dict | N
         why = f"method `{cfg.method}` puts its virtual tokens before each row"
     elif not segment_attention_applies(model):
         why = "this model's attention does not run one example at a time (no SDPA)"
+    elif not check_packing_isolates(model, vocab_size):
+        why = "this model's attention ignores restarting position_ids"
     if why:
         return {"packed": False, "why": why}
     order = MicroBatches(data.train, batch_size, cfg.seed, data.collate).order(0)
