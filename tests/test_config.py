@@ -348,3 +348,13 @@ def test_packing_is_refused_for_objectives_that_read_whole_rows(tmp_path, object
     found = problems(info.value)
     assert f"objective `{objective}`" in found["train.packing"]
     assert "set `train.packing: false`" in found["train.packing"]
+
+
+def test_packing_takes_true_false_or_auto_with_one_clear_error(tmp_path):
+    assert load_recipe(write(tmp_path, VALID + "  packing: true\n")).train.packing is True
+    assert load_recipe(write(tmp_path, VALID)).train.packing == "auto"
+    with pytest.raises(UserError) as info:
+        load_recipe(write(tmp_path, VALID + "  packing: maybe\n"))
+    found = problems(info.value)
+    assert set(found) == {"train.packing"} and "'maybe'" in found["train.packing"]
+    assert "'auto'" in found["train.packing"]

@@ -411,7 +411,7 @@ class TrainConfig(Section):
     dpo: DpoConfig = DpoConfig()
     distill: DistillConfig = DistillConfig()
     grpo: GrpoConfig = GrpoConfig()
-    packing: bool | Literal["auto"] = Field(
+    packing: Literal[True, False, "auto"] = Field(
         "auto",
         description="Pack each batch's examples side by side in one row, each attending to "
         "itself alone, instead of padded rows. `auto`: pack SFT batches where that sends fewer "

@@ -137,3 +137,9 @@ def test_the_peak_is_loading_where_loading_is_higher(tiny_model_dir):
     assert "mapped" in est.table() and "peak" in est.table()
     est.loading = est.training
     assert "peak" not in est.table() and "mapped" not in est.table()
+
+
+def test_packed_rows_share_no_prefix(tiny_model_dir):
+    model, cfg = model_for("lora", tiny_model_dir, packing=True)
+    assert (estimate_memory(model, cfg, 4, LENGTHS, "fp32", shared_tokens=900).activations
+            == estimate_memory(model, cfg, 4, LENGTHS, "fp32").activations)  # fmt: skip

@@ -154,13 +154,14 @@ def estimate_memory(
     total = sum(_numel(p) for p in params)
 
     longest = sorted((t for t, _ in lengths), reverse=True)
-    if getattr(cfg, "packing", False) is True and longest:  # no padding: a large sum of B
+    packed = getattr(cfg, "packing", False) is True  # `auto` is decided before this is called
+    if packed and longest:  # no padding: a large sum of B examples
         tokens = _large_sum(longest, batch_size)
     else:
         tokens = batch_size * (longest[0] if longest else 0)  # padded to the longest
     supervised = _large_sum([s for _, s in lengths], batch_size)
-    if getattr(cfg, "gradient_checkpointing", False):
-        shared_tokens = 0  # the shared pass is off under checkpointing
+    if packed or getattr(cfg, "gradient_checkpointing", False):
+        shared_tokens = 0  # packed rows share nothing; the shared pass is off under checkpointing
     body, head = _activation_bytes(model, cfg, tokens - shared_tokens, supervised, precision)
     activations = body + head
     # the head's N x V buffers are single large blocks, which malloc returns to the system

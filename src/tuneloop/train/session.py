@@ -190,8 +190,6 @@ def train(
     frozen = getattr(loss_fn, "frozen_models", [])  # a DPO/GRPO reference copy, a teacher
     sequences = batch_size * data.sequences_per_item  # in a micro-batch; a shared prefix
     shared = (sequences - 1) * data.shared_prefix if sequences > 1 else 0  # runs once of them
-    if cfg.packing:
-        shared = 0  # packed rows share nothing
     memory = estimate_memory(
         model, cfg, batch_size, data.lengths, precision, frozen, shared, weight_files(source)
     )
